@@ -6,4 +6,5 @@
 //! - [`emulator`]: the ECS emulator used by tests and the demo (no controller imports).
 //! - [`controller`]: one module per kind; decisions are pure functions, IO stays at the edges.
 
+pub mod api;
 pub mod ecs;

@@ -25,11 +25,24 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let name = match cli.command {
+        Command::Crd => return print_crds(),
         Command::Run => "run",
-        Command::Crd => "crd",
         Command::Emulator => "emulator",
         Command::Ecs => "ecs",
     };
     eprintln!("ecs-image-operator {name}: not available yet");
     ExitCode::from(2)
+}
+
+fn print_crds() -> ExitCode {
+    match ecs_image_operator::api::crds_yaml() {
+        Ok(yaml) => {
+            print!("{yaml}");
+            ExitCode::SUCCESS
+        }
+        Err(err) => {
+            eprintln!("ecs-image-operator crd: cannot render the CRDs: {err}");
+            ExitCode::FAILURE
+        }
+    }
 }

@@ -18,6 +18,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"math/big"
 	"net"
 	"net/url"
@@ -49,6 +50,7 @@ func main() {
 	kubeconfig := flag.String("kubeconfig", "", "path to write the admin kubeconfig to (required)")
 	dataDir := flag.String("data-dir", "", "directory for etcd data and the PKI (default: a temporary directory, removed on exit)")
 	readyTimeout := flag.Duration("ready-timeout", 180*time.Second, "how long to wait for /readyz")
+	exitOnStdinEOF := flag.Bool("exit-on-stdin-eof", false, "shut down when standard input closes (so a test process that dies never leaves the apiserver behind)")
 	flag.Parse()
 	if *kubeconfig == "" {
 		fail(errors.New("--kubeconfig is required"))
@@ -58,6 +60,12 @@ func main() {
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	if *exitOnStdinEOF {
+		go func() {
+			_, _ = io.Copy(io.Discard, os.Stdin)
+			stop()
+		}()
+	}
 
 	if *dataDir == "" {
 		d, err := os.MkdirTemp("", "kube-harness-")
