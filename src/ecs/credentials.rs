@@ -80,7 +80,7 @@ pub struct CredentialsProvider(Arc<Source>);
 
 enum Source {
     Static(Credentials),
-    Rrsa(RrsaProvider),
+    Rrsa(Box<RrsaProvider>),
 }
 
 impl fmt::Debug for CredentialsProvider {
@@ -106,9 +106,9 @@ impl CredentialsProvider {
 
     /// RRSA: exchange the projected OIDC token for STS credentials, cached until near expiry.
     pub fn rrsa(config: RrsaConfig) -> Result<Self, EcsError> {
-        Ok(CredentialsProvider(Arc::new(Source::Rrsa(
+        Ok(CredentialsProvider(Arc::new(Source::Rrsa(Box::new(
             RrsaProvider::new(config)?,
-        ))))
+        )))))
     }
 
     /// The standard chain over the process environment (SPEC §6).

@@ -13,11 +13,8 @@ pub enum EcsError {
         code: String,
         message: String,
         request_id: String,
-        host_id: Option<String>,
-        /// The gateway's diagnosis link, when present.
-        recommend: Option<String>,
-        /// `x-acs-retry-after` (milliseconds on the wire): how long the gateway wants us to wait.
-        retry_after: Option<Duration>,
+        /// Rarely needed parts, boxed to keep `Result<_, EcsError>` small.
+        details: Box<ApiErrorDetails>,
     },
     /// No answer: connection refused or reset, TLS failure, or the body could not be read.
     #[error("Transport: {message}")]
@@ -38,6 +35,16 @@ pub enum EcsError {
     /// The client or the request is misconfigured (bad endpoint, region, parameter...).
     #[error("Config: {0}")]
     Config(String),
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ApiErrorDetails {
+    /// The endpoint that answered, e.g. `ecs.cn-hangzhou.aliyuncs.com`.
+    pub host_id: Option<String>,
+    /// The gateway's diagnosis link, when present.
+    pub recommend: Option<String>,
+    /// `x-acs-retry-after` (milliseconds on the wire): how long the gateway wants us to wait.
+    pub retry_after: Option<Duration>,
 }
 
 /// Codes the ECS gateway uses when it refuses a call because of load; retrying later succeeds.
@@ -97,7 +104,7 @@ impl EcsError {
     /// The gateway's own hint of how long to wait before retrying.
     pub fn retry_after(&self) -> Option<Duration> {
         match self {
-            EcsError::Api { retry_after, .. } => *retry_after,
+            EcsError::Api { details, .. } => details.retry_after,
             _ => None,
         }
     }
@@ -124,9 +131,7 @@ mod tests {
             code: code.into(),
             message: "m".into(),
             request_id: "R-1".into(),
-            host_id: None,
-            recommend: None,
-            retry_after: None,
+            details: Box::default(),
         }
     }
 
@@ -137,9 +142,10 @@ mod tests {
             code: "InvalidImageId.NotFound".into(),
             message: "The specified ImageId does not exist.".into(),
             request_id: "6BE56E05".into(),
-            host_id: Some("ecs.cn-hangzhou.aliyuncs.com".into()),
-            recommend: None,
-            retry_after: None,
+            details: Box::new(ApiErrorDetails {
+                host_id: Some("ecs.cn-hangzhou.aliyuncs.com".into()),
+                ..Default::default()
+            }),
         };
         assert_eq!(
             err.to_string(),

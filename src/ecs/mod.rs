@@ -20,7 +20,7 @@ mod types;
 
 pub use client::{CallObserver, EcsClient, EcsClientConfig};
 pub use credentials::{Credentials, CredentialsProvider};
-pub use error::EcsError;
+pub use error::{ApiErrorDetails, EcsError};
 pub use ops::{
     CopyImageRequest, DescribeImagesRequest, DescribeTasksRequest, DiskDeviceMapping,
     ExportImageRequest, ImportImageRequest, ListTagResourcesRequest, MAX_PAGE_SIZE,

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use super::error::EcsError;
+use super::error::{ApiErrorDetails, EcsError};
 
 /// Header the gateway sets on throttled answers: milliseconds to wait before retrying.
 pub const RETRY_AFTER_HEADER: &str = "x-acs-retry-after";
@@ -53,9 +53,11 @@ pub fn api_error(status: u16, body: &[u8], retry_after: Option<Duration>) -> Opt
         code,
         message: field(&["Message", "message"]).unwrap_or_default(),
         request_id: field(&["RequestId", "requestId"]).unwrap_or_default(),
-        host_id: field(&["HostId", "hostId"]),
-        recommend: field(&["Recommend", "recommend"]),
-        retry_after,
+        details: Box::new(ApiErrorDetails {
+            host_id: field(&["HostId", "hostId"]),
+            recommend: field(&["Recommend", "recommend"]),
+            retry_after,
+        }),
     })
 }
 
@@ -91,11 +93,14 @@ mod tests {
                 code: "InvalidImageId.NotFound".into(),
                 message: "The specified ImageId does not exist.".into(),
                 request_id: "6BE56E05-X".into(),
-                host_id: Some("ecs.ap-southeast-3.aliyuncs.com".into()),
-                recommend: Some(
-                    "https://api.alibabacloud.com/troubleshoot?q=InvalidImageId.NotFound".into()
-                ),
-                retry_after: None,
+                details: Box::new(ApiErrorDetails {
+                    host_id: Some("ecs.ap-southeast-3.aliyuncs.com".into()),
+                    recommend: Some(
+                        "https://api.alibabacloud.com/troubleshoot?q=InvalidImageId.NotFound"
+                            .into()
+                    ),
+                    retry_after: None,
+                }),
             }
         );
     }

@@ -79,6 +79,7 @@ pub fn retry_is_safe(action: &str, params: &[(String, String)], error: &EcsError
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ecs::error::ApiErrorDetails;
 
     fn api(status: u16, code: &str, retry_after: Option<Duration>) -> EcsError {
         EcsError::Api {
@@ -86,9 +87,10 @@ mod tests {
             code: code.into(),
             message: String::new(),
             request_id: String::new(),
-            host_id: None,
-            recommend: None,
-            retry_after,
+            details: Box::new(ApiErrorDetails {
+                retry_after,
+                ..Default::default()
+            }),
         }
     }
 
