@@ -4,7 +4,6 @@
 use std::fmt;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
 
 use url::Url;
 
@@ -45,6 +44,29 @@ impl Credentials {
         let token = token.into();
         self.security_token = (!token.is_empty()).then_some(token);
         self
+    }
+
+    /// From the data of a Kubernetes Secret (SPEC §4: `accessKeyId`, `accessKeySecret`, optional
+    /// `securityToken`). Surrounding whitespace is dropped: `echo` adds a newline to files
+    /// turned into Secrets. Errors name the missing key, never a value.
+    pub fn from_secret_data(lookup: impl Fn(&str) -> Option<Vec<u8>>) -> Result<Self, EcsError> {
+        let field = |key: &str| -> Result<Option<String>, EcsError> {
+            match lookup(key) {
+                None => Ok(None),
+                Some(bytes) => String::from_utf8(bytes)
+                    .map(|text| Some(text.trim().to_string()).filter(|t| !t.is_empty()))
+                    .map_err(|_| EcsError::Credentials(format!("Secret key {key} is not UTF-8"))),
+            }
+        };
+        let required = |key: &str| {
+            field(key)?
+                .ok_or_else(|| EcsError::Credentials(format!("Secret has no (or an empty) {key}")))
+        };
+        let credentials = Credentials::new(required("accessKeyId")?, required("accessKeySecret")?);
+        Ok(match field("securityToken")? {
+            Some(token) => credentials.with_security_token(token),
+            None => credentials,
+        })
     }
 
     pub fn access_key_id(&self) -> &str {
@@ -222,10 +244,6 @@ fn default_sts_endpoint(region: Option<&str>, vpc: bool) -> Result<Url, EcsError
     parse_sts_endpoint(&host)
 }
 
-/// How long an STS request may take before the provider gives up (credentials-go uses a
-/// 5 s connect and 10 s read timeout).
-pub(crate) const STS_TIMEOUT: Duration = Duration::from_secs(15);
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -250,6 +268,36 @@ mod tests {
         assert!(shown.contains("LTAIid"));
         assert!(!shown.contains("s3cr3t-value"), "{shown}");
         assert!(!shown.contains("sts-t0ken-value"), "{shown}");
+    }
+
+    #[test]
+    fn secret_data_is_trimmed_and_missing_keys_are_named() {
+        let data = |pairs: &'static [(&'static str, &'static [u8])]| {
+            move |key: &str| {
+                pairs
+                    .iter()
+                    .find(|(k, _)| *k == key)
+                    .map(|(_, v)| v.to_vec())
+            }
+        };
+        let credentials = Credentials::from_secret_data(data(&[
+            ("accessKeyId", b"id\n"),
+            ("accessKeySecret", b" secret "),
+            ("securityToken", b""),
+        ]))
+        .unwrap();
+        assert_eq!(credentials, Credentials::new("id", "secret"));
+        let err = Credentials::from_secret_data(data(&[("accessKeyId", b"id")])).unwrap_err();
+        assert!(err.to_string().contains("accessKeySecret"), "{err}");
+        let err = Credentials::from_secret_data(data(&[
+            ("accessKeyId", b"id"),
+            ("accessKeySecret", b"\xff-secret"),
+        ]))
+        .unwrap_err();
+        assert!(
+            err.to_string().contains("not UTF-8") && !err.to_string().contains("-secret"),
+            "{err}"
+        );
     }
 
     #[tokio::test]

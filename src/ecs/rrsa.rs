@@ -10,7 +10,7 @@ use serde::Deserialize;
 use tokio::sync::Mutex;
 use url::Url;
 
-use super::credentials::{Credentials, STS_TIMEOUT};
+use super::credentials::Credentials;
 use super::error::EcsError;
 use super::response::api_error;
 use super::sign;
@@ -19,6 +19,10 @@ use super::sign;
 pub const REFRESH_BEFORE_EXPIRY: Duration = Duration::from_secs(180);
 
 const STS_API_VERSION: &str = "2015-04-01";
+
+/// How long an STS request may take before the provider gives up (credentials-go uses a
+/// 5 s connect and 10 s read timeout).
+const STS_TIMEOUT: Duration = Duration::from_secs(15);
 
 #[derive(Clone, PartialEq, Eq)]
 pub struct RrsaConfig {
