@@ -1,6 +1,7 @@
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use ecs_image_operator::ecs;
 
 /// Manages Alibaba Cloud ECS image copy, import and export tasks from Kubernetes.
 #[derive(Parser)]
@@ -19,16 +20,17 @@ enum Command {
     /// Run the ECS emulator.
     Emulator,
     /// Make one signed ECS call and print the JSON response.
-    Ecs,
+    Ecs(ecs::cli::EcsCallArgs),
 }
 
-fn main() -> ExitCode {
+#[tokio::main]
+async fn main() -> ExitCode {
     let cli = Cli::parse();
     let name = match cli.command {
         Command::Crd => return print_crds(),
+        Command::Ecs(args) => return ecs::cli::run(args).await,
         Command::Run => "run",
         Command::Emulator => "emulator",
-        Command::Ecs => "ecs",
     };
     eprintln!("ecs-image-operator {name}: not available yet");
     ExitCode::from(2)

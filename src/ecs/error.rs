@@ -1,0 +1,191 @@
+//! Errors of the ECS client. Every variant is safe to log, put in an event or a status
+//! condition: none of them ever carries an AccessKey secret or a security token.
+
+use std::time::Duration;
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EcsError {
+    /// ECS answered with its JSON error body (`Code`, `Message`, `RequestId`, `HostId`).
+    #[error("{code}: {message} ({request_id})")]
+    Api {
+        /// HTTP status of the answer (ECS uses 4xx and 5xx).
+        status: u16,
+        code: String,
+        message: String,
+        request_id: String,
+        /// Rarely needed parts, boxed to keep `Result<_, EcsError>` small.
+        details: Box<ApiErrorDetails>,
+    },
+    /// No answer: connection refused or reset, TLS failure, or the body could not be read.
+    #[error("Transport: {message}")]
+    Transport { message: String },
+    /// No answer within the configured timeout.
+    #[error("Timeout: no answer within {0:?}")]
+    Timeout(Duration),
+    /// An answer that is not the JSON ECS sends (for example an HTML page from a proxy).
+    #[error("Decode: HTTP {status}: {message}")]
+    Decode {
+        status: u16,
+        message: String,
+        request_id: Option<String>,
+    },
+    /// Credentials could not be found or obtained (missing variables, STS refused the token...).
+    #[error("Credentials: {0}")]
+    Credentials(String),
+    /// The client or the request is misconfigured (bad endpoint, region, parameter...).
+    #[error("Config: {0}")]
+    Config(String),
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ApiErrorDetails {
+    /// The endpoint that answered, e.g. `ecs.cn-hangzhou.aliyuncs.com`.
+    pub host_id: Option<String>,
+    /// The gateway's diagnosis link, when present.
+    pub recommend: Option<String>,
+    /// `x-acs-retry-after` (milliseconds on the wire): how long the gateway wants us to wait.
+    pub retry_after: Option<Duration>,
+}
+
+/// Codes the ECS gateway uses when it refuses a call because of load; retrying later succeeds.
+const TRANSIENT_CODES: &[&str] = &["InternalError", "UnknownError", "OperationConflict"];
+
+impl EcsError {
+    /// The ECS error code, for API errors only.
+    pub fn code(&self) -> Option<&str> {
+        match self {
+            EcsError::Api { code, .. } => Some(code),
+            _ => None,
+        }
+    }
+
+    pub fn request_id(&self) -> Option<&str> {
+        match self {
+            EcsError::Api { request_id, .. } => Some(request_id),
+            EcsError::Decode { request_id, .. } => request_id.as_deref(),
+            _ => None,
+        }
+    }
+
+    /// HTTP status of the answer, when there was one.
+    pub fn status(&self) -> Option<u16> {
+        match self {
+            EcsError::Api { status, .. } | EcsError::Decode { status, .. } => Some(*status),
+            _ => None,
+        }
+    }
+
+    /// The gateway refused the call because of a rate limit (`Throttling`, `Throttling.User`,
+    /// `Throttling.Api`, or a bare HTTP 429).
+    pub fn is_throttling(&self) -> bool {
+        match self {
+            EcsError::Api { code, status, .. } => code.starts_with("Throttling") || *status == 429,
+            EcsError::Decode { status, .. } => *status == 429,
+            _ => false,
+        }
+    }
+
+    /// Worth retrying later with the same request: throttling, service unavailable, internal
+    /// errors, any 5xx, and calls that got no answer at all.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            EcsError::Api { code, status, .. } => {
+                self.is_throttling()
+                    || code.starts_with("ServiceUnavailable")
+                    || TRANSIENT_CODES.contains(&code.as_str())
+                    || *status >= 500
+            }
+            EcsError::Decode { status, .. } => *status >= 500 || *status == 429,
+            EcsError::Transport { .. } | EcsError::Timeout(_) => true,
+            EcsError::Credentials(_) | EcsError::Config(_) => false,
+        }
+    }
+
+    /// The gateway's own hint of how long to wait before retrying.
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            EcsError::Api { details, .. } => details.retry_after,
+            _ => None,
+        }
+    }
+
+    /// A short, bounded label for metrics: the ECS code, or the kind of failure.
+    pub fn metric_label(&self) -> &str {
+        match self {
+            EcsError::Api { code, .. } => code,
+            EcsError::Transport { .. } | EcsError::Timeout(_) => "Transport",
+            EcsError::Decode { .. } => "Decode",
+            EcsError::Credentials(_) => "Credentials",
+            EcsError::Config(_) => "Config",
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn api(status: u16, code: &str) -> EcsError {
+        EcsError::Api {
+            status,
+            code: code.into(),
+            message: "m".into(),
+            request_id: "R-1".into(),
+            details: Box::default(),
+        }
+    }
+
+    #[test]
+    fn display_is_code_message_request_id() {
+        let err = EcsError::Api {
+            status: 404,
+            code: "InvalidImageId.NotFound".into(),
+            message: "The specified ImageId does not exist.".into(),
+            request_id: "6BE56E05".into(),
+            details: Box::new(ApiErrorDetails {
+                host_id: Some("ecs.cn-hangzhou.aliyuncs.com".into()),
+                ..Default::default()
+            }),
+        };
+        assert_eq!(
+            err.to_string(),
+            "InvalidImageId.NotFound: The specified ImageId does not exist. (6BE56E05)"
+        );
+        assert_eq!(err.code(), Some("InvalidImageId.NotFound"));
+        assert_eq!(err.status(), Some(404));
+    }
+
+    #[test]
+    fn classification_follows_the_ecs_retry_guidance() {
+        for transient in [
+            api(400, "Throttling"),
+            api(400, "Throttling.User"),
+            api(503, "ServiceUnavailable"),
+            api(503, "ServiceUnavailable.RegionMaintaining"),
+            api(500, "InternalError"),
+            api(400, "UnknownError"),
+            api(409, "OperationConflict"),
+            api(502, "SomethingNew"),
+            EcsError::Timeout(Duration::from_secs(1)),
+            EcsError::Transport {
+                message: "reset".into(),
+            },
+        ] {
+            assert!(transient.is_transient(), "{transient}");
+        }
+        for terminal in [
+            api(404, "InvalidImageId.NotFound"),
+            api(400, "IncorrectImageStatus"),
+            api(403, "QuotaExceed.Image"),
+            EcsError::Credentials("none".into()),
+        ] {
+            assert!(!terminal.is_transient(), "{terminal}");
+        }
+        assert!(api(400, "Throttling.Api").is_throttling());
+        assert!(!api(500, "InternalError").is_throttling());
+        assert_eq!(
+            EcsError::Timeout(Duration::from_secs(1)).metric_label(),
+            "Transport"
+        );
+    }
+}
