@@ -137,6 +137,10 @@ pub struct ImageCopyStatus {
     /// Copy progress as ECS reports it, e.g. `45%`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub progress: Option<String>,
+    /// Copies started for this object; a copy made again after the destination image was lost
+    /// uses a new ClientToken.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub copy_attempts: Option<i32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub start_time: Option<Time>,
     #[serde(default, skip_serializing_if = "Option::is_none")]

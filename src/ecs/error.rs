@@ -51,6 +51,19 @@ pub struct ApiErrorDetails {
 const TRANSIENT_CODES: &[&str] = &["InternalError", "UnknownError", "OperationConflict"];
 
 impl EcsError {
+    /// What went wrong without the code, for a status condition next to the code: ECS's
+    /// `Message (RequestId)`, or the whole description for errors that have no code.
+    pub fn message_for_status(&self) -> String {
+        match self {
+            EcsError::Api {
+                message,
+                request_id,
+                ..
+            } => format!("{message} (RequestId {request_id})"),
+            other => other.to_string(),
+        }
+    }
+
     /// The ECS error code, for API errors only.
     pub fn code(&self) -> Option<&str> {
         match self {

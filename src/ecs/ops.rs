@@ -37,11 +37,12 @@ impl Params {
         }
     }
 
-    /// `Tag.1.Key=..&Tag.1.Value=..`, 1-based as ECS flattens lists.
+    /// `Tag.1.Key=..&Tag.1.Value=..`, 1-based as ECS flattens lists. An empty value is left out,
+    /// which in a filter means "any value of this key".
     fn tags(&mut self, prefix: &str, tags: &[(String, String)]) {
         for (index, (key, value)) in tags.iter().enumerate() {
             self.set(&format!("{prefix}.{}.Key", index + 1), key.as_str());
-            self.set(&format!("{prefix}.{}.Value", index + 1), value.as_str());
+            self.opt(&format!("{prefix}.{}.Value", index + 1), Some(value.as_str()));
         }
     }
 

@@ -1,0 +1,47 @@
+//! Which ECS credentials an object uses: its own `credentialsSecretRef` (same namespace only),
+//! else the operator's standard chain.
+
+use k8s_openapi::api::core::v1::Secret;
+use kube::Api;
+
+use super::{Context, Error};
+use crate::ecs::{Credentials, CredentialsProvider, EcsClient};
+
+/// An ECS client bound to the object's credentials, and the AccessKeyId that identifies the
+/// account (region listings are shared per account).
+pub struct ObjectEcs {
+    pub client: EcsClient,
+    pub access_key_id: String,
+}
+
+/// Resolves credentials for an object in `namespace`. Errors are terminal for the object
+/// (`Stalled` with the reason) until the Secret or the operator's configuration changes.
+pub async fn for_object(ctx: &Context, namespace: &str, secret_name: Option<&str>) -> Result<ObjectEcs, Error> {
+    let provider = match secret_name {
+        Some(name) => {
+            let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), namespace);
+            let secret = secrets.get_opt(name).await?.ok_or_else(|| Error::Credentials {
+                reason: "SecretNotFound",
+                message: format!("Secret {namespace}/{name} named by spec.credentialsSecretRef does not exist"),
+            })?;
+            let data = secret.data.unwrap_or_default();
+            let credentials = Credentials::from_secret_data(|key| data.get(key).map(|v| v.0.clone())).map_err(|e| Error::Credentials {
+                reason: "InvalidCredentialsSecret",
+                message: format!("Secret {namespace}/{name}: {e}"),
+            })?;
+            CredentialsProvider::fixed(credentials)
+        }
+        None => ctx.default_credentials.clone().ok_or_else(|| Error::Credentials {
+            reason: "CredentialsUnavailable",
+            message: "the operator has no credentials of its own (ALIBABA_CLOUD_ACCESS_KEY_ID/SECRET or RRSA) and the object names no spec.credentialsSecretRef".into(),
+        })?,
+    };
+    let credentials = provider.credentials().await.map_err(|e| Error::Credentials {
+        reason: "CredentialsUnavailable",
+        message: e.to_string(),
+    })?;
+    Ok(ObjectEcs {
+        client: ctx.ecs.with_credentials(provider),
+        access_key_id: credentials.access_key_id().to_string(),
+    })
+}

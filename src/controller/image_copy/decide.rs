@@ -1,0 +1,531 @@
+//! The `ImageCopy` decisions as pure functions of (spec, status, what ECS reported) → next step
+//! and next status. No IO here: the reconciler gathers observations, calls these, and acts.
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+
+use crate::api::image_copy::{CopyPhase, DeletionPolicy, ImageCopyStatus};
+use crate::controller::conditions::{self, QUEUED, READY, RECONCILING, STALLED, Wanted};
+
+/// Reason of the `Reconciling` condition while ECS refuses to cancel a copy.
+pub const CANCEL_NOT_SUPPORTED: &str = "CancelNotSupported";
+
+/// ECS's view of the destination image.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ImageSnapshot {
+    pub image_id: String,
+    pub state: ImageState,
+    /// As ECS reports it, e.g. `45%`.
+    pub progress: Option<String>,
+    /// `Usable` when ECS says; `None` when it does not.
+    pub usable: Option<bool>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ImageState {
+    /// Queued behind other copies to the same region.
+    Waiting,
+    Creating,
+    Available,
+    /// `CreateFailed`, `UnAvailable` or anything else that will not become Available.
+    Failed(String),
+}
+
+impl ImageState {
+    pub fn from_ecs(status: &str) -> ImageState {
+        match status {
+            "Waiting" => ImageState::Waiting,
+            "Creating" => ImageState::Creating,
+            "Available" => ImageState::Available,
+            other => ImageState::Failed(other.to_string()),
+        }
+    }
+
+    pub fn in_flight(&self) -> bool {
+        matches!(self, ImageState::Waiting | ImageState::Creating)
+    }
+}
+
+/// What the reconciler learned about the destination image this time.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Observation {
+    /// No image recorded in status; the owner-tag lookup in the destination region found this
+    /// (`None`: nothing owned by this object exists).
+    Lookup(Option<ImageSnapshot>),
+    /// The recorded image, as the region listing shows it.
+    Listed(ImageSnapshot),
+    /// The recorded image is absent from a listing taken after it was recorded.
+    Missing,
+    /// The recorded image is absent from a listing taken before it was recorded: wait.
+    NotListedYet,
+}
+
+/// The next step of the apply path.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ApplyStep {
+    /// Nothing owned exists: call CopyImage.
+    StartCopy,
+    /// Record what ECS reports (adopting an owned image found by the lookup, if `adopted`).
+    Follow { image: ImageSnapshot, adopted: bool },
+    /// The recorded image vanished out of band: forget it and copy again.
+    Recopy,
+    /// The listing predates the copy; look again next tick.
+    Wait,
+}
+
+pub fn decide_apply(observation: &Observation) -> ApplyStep {
+    match observation {
+        Observation::Lookup(None) => ApplyStep::StartCopy,
+        Observation::Lookup(Some(image)) => ApplyStep::Follow {
+            image: image.clone(),
+            adopted: true,
+        },
+        Observation::Listed(image) => ApplyStep::Follow {
+            image: image.clone(),
+            adopted: false,
+        },
+        Observation::Missing => ApplyStep::Recopy,
+        Observation::NotListedYet => ApplyStep::Wait,
+    }
+}
+
+/// The next step of the delete path.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum CleanupStep {
+    /// The copy is in flight: CancelCopyImage.
+    Cancel { image_id: String },
+    /// ECS cannot cancel this copy: wait for it to finish, then apply the policy.
+    WaitForCopy,
+    /// Finished (or failed) with `deletionPolicy: Delete`: DeleteImage.
+    Delete { image_id: String },
+    /// Finished with `deletionPolicy: Retain`: leave the image.
+    Retain { image_id: String },
+    /// Nothing exists: release the finalizer.
+    Done,
+}
+
+/// `image` is the destination image as ECS shows it now (`None`: it does not exist).
+pub fn decide_cleanup(policy: DeletionPolicy, status: &ImageCopyStatus, image: Option<&ImageSnapshot>) -> CleanupStep {
+    let Some(image) = image else {
+        return CleanupStep::Done;
+    };
+    let cancel_refused = conditions::find(&status.conditions, RECONCILING)
+        .is_some_and(|c| c.status == "True" && c.reason == CANCEL_NOT_SUPPORTED);
+    match (&image.state, policy) {
+        (state, _) if state.in_flight() && cancel_refused => CleanupStep::WaitForCopy,
+        (state, _) if state.in_flight() => CleanupStep::Cancel {
+            image_id: image.image_id.clone(),
+        },
+        (_, DeletionPolicy::Delete) => CleanupStep::Delete {
+            image_id: image.image_id.clone(),
+        },
+        (_, DeletionPolicy::Retain) => CleanupStep::Retain {
+            image_id: image.image_id.clone(),
+        },
+    }
+}
+
+/// How a CancelCopyImage error changes the delete path.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum CancelRefusal {
+    /// The copy finished meanwhile: apply the deletion policy to the image.
+    AlreadyFinished,
+    /// The copy failed or the image is gone: nothing left to do.
+    NothingToCancel,
+    /// ECS cannot cancel this copy: wait for it, then apply the policy.
+    NotSupported,
+    /// Any other error: handled like any failed call.
+    Other,
+}
+
+pub fn classify_cancel_error(code: &str, message: &str) -> CancelRefusal {
+    match code {
+        "IncorrectImageStatus" if message.to_ascii_lowercase().contains("fail") => CancelRefusal::NothingToCancel,
+        "IncorrectImageStatus" => CancelRefusal::AlreadyFinished,
+        "InvalidImageId.NotFound" => CancelRefusal::NothingToCancel,
+        "CancelNotSupported" => CancelRefusal::NotSupported,
+        _ => CancelRefusal::Other,
+    }
+}
+
+/// Something that happened, to become a Kubernetes Event.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Notice {
+    pub warning: bool,
+    pub reason: &'static str,
+    pub message: String,
+}
+
+impl Notice {
+    pub fn normal(reason: &'static str, message: impl Into<String>) -> Self {
+        Notice {
+            warning: false,
+            reason,
+            message: message.into(),
+        }
+    }
+
+    pub fn warning(reason: &'static str, message: impl Into<String>) -> Self {
+        Notice {
+            warning: true,
+            reason,
+            message: message.into(),
+        }
+    }
+}
+
+/// The outcome the status should show.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// CopyImage returned `image_id`; nothing observed yet.
+    CopyStarted { image_id: String },
+    Observed(ImageSnapshot),
+    /// The recorded image vanished; a new copy will be made.
+    Lost { image_id: String },
+    /// A terminal error: `code` is the ECS error code (or our own reason).
+    Stalled { code: String, message: String },
+    /// A retryable error; the copy goes on.
+    Retrying { code: String, message: String },
+    /// Being deleted.
+    Deleting { phase: CopyPhase, reason: &'static str, message: String },
+}
+
+/// The status after `outcome`, plus the events worth publishing. Pure: `now` is passed in.
+pub fn next_status(previous: &ImageCopyStatus, generation: Option<i64>, outcome: &Outcome, now: &Time) -> (ImageCopyStatus, Vec<Notice>) {
+    let mut status = previous.clone();
+    status.observed_generation = generation;
+    let mut notices = Vec::new();
+    let wanted: Vec<Wanted>;
+    match outcome {
+        Outcome::CopyStarted { image_id } => {
+            status.image_id = Some(image_id.clone());
+            status.copy_attempts = Some(previous.copy_attempts.unwrap_or(0).saturating_add(1));
+            status.phase = Some(CopyPhase::Copying);
+            status.progress = Some("0%".into());
+            status.start_time = Some(now.clone());
+            status.completion_time = None;
+            notices.push(Notice::normal("CopyStarted", format!("CopyImage started destination image {image_id}")));
+            wanted = vec![
+                Wanted::new(READY, false, "Copying", format!("copying to {image_id}")),
+                Wanted::new(RECONCILING, true, "Copying", format!("copying to {image_id}")),
+                Wanted::new(STALLED, false, "Progressing", ""),
+                Wanted::new(QUEUED, false, "Copying", ""),
+            ];
+        }
+        Outcome::Observed(image) => {
+            if status.image_id.as_deref() != Some(image.image_id.as_str()) {
+                status.image_id = Some(image.image_id.clone());
+                status.start_time = Some(now.clone());
+            }
+            if status.start_time.is_none() {
+                status.start_time = Some(now.clone());
+            }
+            let previous_phase = previous.phase;
+            let id = &image.image_id;
+            match &image.state {
+                ImageState::Waiting => {
+                    status.phase = Some(CopyPhase::Queued);
+                    status.progress = Some(image.progress.clone().unwrap_or_else(|| "0%".into()));
+                    if previous_phase != Some(CopyPhase::Queued) {
+                        notices.push(Notice::normal("Queued", format!("ECS queued the copy to {id} behind other copies to this region")));
+                    }
+                    wanted = vec![
+                        Wanted::new(READY, false, "Queued", "waiting for other copies to the destination region"),
+                        Wanted::new(RECONCILING, true, "Queued", "waiting for other copies to the destination region"),
+                        Wanted::new(STALLED, false, "Progressing", ""),
+                        Wanted::new(QUEUED, true, "Waiting", "ECS reports the destination image as Waiting"),
+                    ];
+                }
+                ImageState::Creating => {
+                    let progress = image.progress.clone().unwrap_or_else(|| "0%".into());
+                    status.phase = Some(CopyPhase::Copying);
+                    if let Some(step) = progress_step_crossed(previous.progress.as_deref(), &progress) {
+                        notices.push(Notice::normal("Progress", format!("copy to {id} at {step}%")));
+                    }
+                    status.progress = Some(progress.clone());
+                    wanted = vec![
+                        Wanted::new(READY, false, "Copying", format!("copying to {id}: {progress}")),
+                        Wanted::new(RECONCILING, true, "Copying", format!("copying to {id}: {progress}")),
+                        Wanted::new(STALLED, false, "Progressing", ""),
+                        Wanted::new(QUEUED, false, "Copying", ""),
+                    ];
+                }
+                ImageState::Available => {
+                    status.phase = Some(CopyPhase::Available);
+                    status.progress = Some("100%".into());
+                    if status.completion_time.is_none() {
+                        status.completion_time = Some(now.clone());
+                    }
+                    if previous_phase != Some(CopyPhase::Available) {
+                        notices.push(Notice::normal("Available", format!("destination image {id} is Available")));
+                    }
+                    let ready = image.usable != Some(false);
+                    let (reason, message) = if ready {
+                        ("Available", format!("destination image {id} is Available"))
+                    } else {
+                        ("NotUsable", format!("destination image {id} is Available but ECS reports it as not usable"))
+                    };
+                    wanted = vec![
+                        Wanted::new(READY, ready, reason, message),
+                        Wanted::new(RECONCILING, false, "Available", ""),
+                        Wanted::new(STALLED, false, "Available", ""),
+                        Wanted::new(QUEUED, false, "Available", ""),
+                    ];
+                }
+                ImageState::Failed(ecs_status) => {
+                    status.phase = Some(CopyPhase::Failed);
+                    let message = format!("ECS reports destination image {id} as {ecs_status}");
+                    if previous_phase != Some(CopyPhase::Failed) {
+                        notices.push(Notice::warning("Failed", message.clone()));
+                    }
+                    wanted = vec![
+                        Wanted::new(READY, false, "Failed", message.clone()),
+                        Wanted::new(RECONCILING, false, "Failed", ""),
+                        Wanted::new(STALLED, true, "CopyFailed", message),
+                        Wanted::new(QUEUED, false, "Failed", ""),
+                    ];
+                }
+            }
+        }
+        Outcome::Lost { image_id } => {
+            status.image_id = None;
+            status.phase = Some(CopyPhase::Pending);
+            status.progress = None;
+            status.start_time = None;
+            status.completion_time = None;
+            let message = format!("destination image {image_id} no longer exists in ECS; copying again");
+            notices.push(Notice::warning("DestinationImageMissing", message.clone()));
+            wanted = vec![
+                Wanted::new(READY, false, "DestinationImageMissing", message.clone()),
+                Wanted::new(RECONCILING, true, "DestinationImageMissing", message),
+                Wanted::new(STALLED, false, "Progressing", ""),
+                Wanted::new(QUEUED, false, "Pending", ""),
+            ];
+        }
+        Outcome::Stalled { code, message } => {
+            status.phase = Some(CopyPhase::Failed);
+            let already = conditions::find(&previous.conditions, STALLED)
+                .is_some_and(|c| c.status == "True" && c.reason == *code && c.message == *message);
+            if !already {
+                notices.push(Notice::warning("Failed", format!("{code}: {message}")));
+            }
+            wanted = vec![
+                Wanted::new(READY, false, "Stalled", format!("{code}: {message}")),
+                Wanted::new(RECONCILING, false, "Stalled", ""),
+                Wanted::new(STALLED, true, code.as_str(), message.clone()),
+            ];
+        }
+        Outcome::Retrying { code, message } => {
+            if status.phase.is_none() {
+                status.phase = Some(CopyPhase::Pending);
+            }
+            wanted = vec![
+                Wanted::new(RECONCILING, true, code.as_str(), format!("retrying after {code}: {message}")),
+                Wanted::new(STALLED, false, "Retrying", ""),
+            ];
+        }
+        Outcome::Deleting { phase, reason, message } => {
+            status.phase = Some(*phase);
+            wanted = vec![
+                Wanted::new(READY, false, "Deleting", message.clone()),
+                Wanted::new(RECONCILING, true, reason, message.clone()),
+            ];
+        }
+    }
+    if status.phase.is_none() {
+        status.phase = Some(CopyPhase::Pending);
+    }
+    status.conditions = conditions::merge(&previous.conditions, &wanted, generation, now);
+    (status, notices)
+}
+
+/// The 10% step crossed between two progress readings, if any (for at most one event per 10%).
+pub fn progress_step_crossed(previous: Option<&str>, current: &str) -> Option<u8> {
+    let parse = |p: &str| p.trim().trim_end_matches('%').parse::<u8>().ok();
+    let now = parse(current)?;
+    let before = previous.and_then(parse).unwrap_or(0);
+    (now / 10 > before / 10 && now < 100).then_some(now / 10 * 10)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::{TimeZone, Utc};
+
+    fn now() -> Time {
+        Time(Utc.timestamp_opt(1_700_000_000, 0).unwrap())
+    }
+
+    fn image(state: ImageState, progress: &str) -> ImageSnapshot {
+        ImageSnapshot {
+            image_id: "m-dest".into(),
+            state,
+            progress: Some(progress.into()),
+            usable: Some(true),
+        }
+    }
+
+    fn cond<'a>(s: &'a ImageCopyStatus, t: &str) -> &'a k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition {
+        conditions::find(&s.conditions, t).expect("condition present")
+    }
+
+    #[test]
+    fn no_owned_image_means_copy_and_an_owned_one_is_adopted() {
+        assert_eq!(decide_apply(&Observation::Lookup(None)), ApplyStep::StartCopy);
+        let owned = image(ImageState::Creating, "30%");
+        assert_eq!(
+            decide_apply(&Observation::Lookup(Some(owned.clone()))),
+            ApplyStep::Follow { image: owned, adopted: true }
+        );
+    }
+
+    #[test]
+    fn a_listing_older_than_the_copy_waits_and_a_newer_one_recopies() {
+        assert_eq!(decide_apply(&Observation::NotListedYet), ApplyStep::Wait);
+        assert_eq!(decide_apply(&Observation::Missing), ApplyStep::Recopy);
+    }
+
+    #[test]
+    fn copy_started_records_the_image_before_any_waiting() {
+        let (status, notices) = next_status(&ImageCopyStatus::default(), Some(3), &Outcome::CopyStarted { image_id: "m-new".into() }, &now());
+        assert_eq!(status.image_id.as_deref(), Some("m-new"));
+        assert_eq!(status.copy_attempts, Some(1));
+        assert_eq!(status.observed_generation, Some(3));
+        assert_eq!(status.start_time, Some(now()));
+        assert_eq!(notices[0].reason, "CopyStarted");
+        assert_eq!(cond(&status, READY).status, "False");
+        assert_eq!(cond(&status, RECONCILING).status, "True");
+    }
+
+    #[test]
+    fn waiting_is_queued_creating_is_copying_available_is_ready() {
+        let (queued, n1) = next_status(&ImageCopyStatus::default(), None, &Outcome::Observed(image(ImageState::Waiting, "0%")), &now());
+        assert_eq!(queued.phase, Some(CopyPhase::Queued));
+        assert_eq!(cond(&queued, QUEUED).status, "True");
+        assert_eq!(n1[0].reason, "Queued");
+
+        let (copying, _) = next_status(&queued, None, &Outcome::Observed(image(ImageState::Creating, "45%")), &now());
+        assert_eq!(copying.phase, Some(CopyPhase::Copying));
+        assert_eq!(copying.progress.as_deref(), Some("45%"));
+        assert_eq!(cond(&copying, QUEUED).status, "False");
+
+        let (done, n3) = next_status(&copying, None, &Outcome::Observed(image(ImageState::Available, "100%")), &now());
+        assert_eq!(done.phase, Some(CopyPhase::Available));
+        assert_eq!(cond(&done, READY).status, "True");
+        assert_eq!(cond(&done, RECONCILING).status, "False");
+        assert!(done.completion_time.is_some());
+        assert_eq!(n3[0].reason, "Available");
+
+        let (again, n4) = next_status(&done, None, &Outcome::Observed(image(ImageState::Available, "100%")), &now());
+        assert!(n4.is_empty(), "no repeated Available event");
+        assert_eq!(again.conditions, done.conditions);
+    }
+
+    #[test]
+    fn available_but_not_usable_is_not_ready() {
+        let mut img = image(ImageState::Available, "100%");
+        img.usable = Some(false);
+        let (status, _) = next_status(&ImageCopyStatus::default(), None, &Outcome::Observed(img), &now());
+        assert_eq!(cond(&status, READY).status, "False");
+        assert_eq!(cond(&status, READY).reason, "NotUsable");
+    }
+
+    #[test]
+    fn create_failed_stalls() {
+        let (status, notices) = next_status(&ImageCopyStatus::default(), None, &Outcome::Observed(image(ImageState::Failed("CreateFailed".into()), "10%")), &now());
+        assert_eq!(status.phase, Some(CopyPhase::Failed));
+        assert_eq!(cond(&status, STALLED).status, "True");
+        assert!(notices[0].warning);
+    }
+
+    #[test]
+    fn terminal_error_stalls_with_the_ecs_code_and_warns_once() {
+        let outcome = Outcome::Stalled { code: "InvalidImageId.NotFound".into(), message: "The specified ImageId does not exist.".into() };
+        let (first, n1) = next_status(&ImageCopyStatus::default(), None, &outcome, &now());
+        assert_eq!(first.phase, Some(CopyPhase::Failed));
+        assert_eq!(cond(&first, STALLED).reason, "InvalidImageId.NotFound");
+        assert_eq!(n1.len(), 1);
+        let (_, n2) = next_status(&first, None, &outcome, &now());
+        assert!(n2.is_empty(), "the same stall is not announced twice");
+    }
+
+    #[test]
+    fn transient_error_keeps_reconciling() {
+        let outcome = Outcome::Retrying { code: "Throttling.User".into(), message: "flow control".into() };
+        let (status, notices) = next_status(&ImageCopyStatus::default(), None, &outcome, &now());
+        assert_eq!(cond(&status, RECONCILING).status, "True");
+        assert_eq!(cond(&status, STALLED).status, "False");
+        assert!(notices.is_empty());
+    }
+
+    #[test]
+    fn lost_image_is_forgotten_and_announced() {
+        let (copying, _) = next_status(&ImageCopyStatus::default(), None, &Outcome::Observed(image(ImageState::Available, "100%")), &now());
+        let (status, notices) = next_status(&copying, None, &Outcome::Lost { image_id: "m-dest".into() }, &now());
+        assert_eq!(status.image_id, None);
+        assert_eq!(status.phase, Some(CopyPhase::Pending));
+        assert_eq!(notices[0].reason, "DestinationImageMissing");
+    }
+
+    #[test]
+    fn progress_events_at_most_every_ten_percent() {
+        assert_eq!(progress_step_crossed(Some("5%"), "12%"), Some(10));
+        assert_eq!(progress_step_crossed(Some("12%"), "19%"), None);
+        assert_eq!(progress_step_crossed(Some("19%"), "41%"), Some(40));
+        assert_eq!(progress_step_crossed(None, "3%"), None);
+        assert_eq!(progress_step_crossed(Some("95%"), "100%"), None, "Available announces 100%");
+    }
+
+    #[test]
+    fn cleanup_cancels_in_flight_copies_including_queued_ones() {
+        let status = ImageCopyStatus::default();
+        for state in [ImageState::Waiting, ImageState::Creating] {
+            assert_eq!(
+                decide_cleanup(DeletionPolicy::Retain, &status, Some(&image(state, "1%"))),
+                CleanupStep::Cancel { image_id: "m-dest".into() }
+            );
+        }
+    }
+
+    #[test]
+    fn cleanup_applies_the_policy_to_finished_copies() {
+        let status = ImageCopyStatus::default();
+        let done = image(ImageState::Available, "100%");
+        assert_eq!(decide_cleanup(DeletionPolicy::Delete, &status, Some(&done)), CleanupStep::Delete { image_id: "m-dest".into() });
+        assert_eq!(decide_cleanup(DeletionPolicy::Retain, &status, Some(&done)), CleanupStep::Retain { image_id: "m-dest".into() });
+        assert_eq!(decide_cleanup(DeletionPolicy::Delete, &status, None), CleanupStep::Done);
+    }
+
+    #[test]
+    fn cleanup_waits_when_ecs_refused_to_cancel() {
+        let (status, _) = next_status(
+            &ImageCopyStatus::default(),
+            None,
+            &Outcome::Deleting { phase: CopyPhase::Cancelling, reason: CANCEL_NOT_SUPPORTED, message: "cannot cancel".into() },
+            &now(),
+        );
+        assert_eq!(decide_cleanup(DeletionPolicy::Delete, &status, Some(&image(ImageState::Creating, "50%"))), CleanupStep::WaitForCopy);
+        assert_eq!(
+            decide_cleanup(DeletionPolicy::Delete, &status, Some(&image(ImageState::Available, "100%"))),
+            CleanupStep::Delete { image_id: "m-dest".into() }
+        );
+    }
+
+    #[test]
+    fn cancel_errors_are_classified_per_the_docs() {
+        assert_eq!(classify_cancel_error("IncorrectImageStatus", "The image is copied finished."), CancelRefusal::AlreadyFinished);
+        assert_eq!(classify_cancel_error("IncorrectImageStatus", "The Image copy has been failed."), CancelRefusal::NothingToCancel);
+        assert_eq!(classify_cancel_error("InvalidImageId.NotFound", ""), CancelRefusal::NothingToCancel);
+        assert_eq!(classify_cancel_error("CancelNotSupported", ""), CancelRefusal::NotSupported);
+        assert_eq!(classify_cancel_error("InternalError", ""), CancelRefusal::Other);
+    }
+}
+
+/// The ClientToken of the `attempt`-th copy (0-based): the UID first, then `UID-n`, so a
+/// retried CopyImage returns the same image while a copy made again after a loss is new.
+pub fn client_token(uid: &str, attempt: i32) -> String {
+    if attempt == 0 {
+        uid.to_string()
+    } else {
+        format!("{uid}-{attempt}")
+    }
+}

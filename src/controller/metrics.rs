@@ -1,0 +1,172 @@
+//! Prometheus metrics (SPEC §8), served on `/metrics`.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+use crate::ecs::CallObserver;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KindLabels {
+    pub kind: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ErrorLabels {
+    pub kind: String,
+    /// The ECS error code, or the operator's own reason (e.g. `SecretNotFound`).
+    pub code: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CallLabels {
+    pub action: String,
+    /// `ok` or the ECS error code.
+    pub result: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RegionLabels {
+    pub region: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RegionPairLabels {
+    pub source_region: String,
+    pub destination_region: String,
+}
+
+pub struct Metrics {
+    pub registry: Registry,
+    reconciles: Family<KindLabels, Counter>,
+    errors: Family<ErrorLabels, Counter>,
+    ecs_calls: Family<CallLabels, Counter>,
+    in_flight: Family<RegionLabels, Gauge>,
+    copy_duration: Family<RegionPairLabels, Histogram>,
+    /// Object UID → destination region of the copies counted in `in_flight`.
+    in_flight_objects: Mutex<HashMap<String, String>>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut registry = Registry::with_prefix("ecs_image_operator");
+        let reconciles = Family::<KindLabels, Counter>::default();
+        registry.register("reconciles", "Reconciliations run", reconciles.clone());
+        let errors = Family::<ErrorLabels, Counter>::default();
+        registry.register("reconcile_errors", "Reconciliations that hit an error, by error code", errors.clone());
+        let ecs_calls = Family::<CallLabels, Counter>::default();
+        registry.register("ecs_calls", "ECS API calls (HTTP attempts) by action and result", ecs_calls.clone());
+        let in_flight = Family::<RegionLabels, Gauge>::default();
+        registry.register("copies_in_flight", "Image copies queued or running, by destination region", in_flight.clone());
+        let copy_duration = Family::<RegionPairLabels, Histogram>::new_with_constructor(|| Histogram::new(exponential_buckets(15.0, 2.0, 12)));
+        registry.register(
+            "copy_duration_seconds",
+            "Time from CopyImage to an Available destination image, by region pair",
+            copy_duration.clone(),
+        );
+        Metrics {
+            registry,
+            reconciles,
+            errors,
+            ecs_calls,
+            in_flight,
+            copy_duration,
+            in_flight_objects: Mutex::new(HashMap::new()),
+        }
+    }
+}
+
+impl Metrics {
+    pub fn reconciled(&self, kind: &str) {
+        self.reconciles.get_or_create(&KindLabels { kind: kind.into() }).inc();
+    }
+
+    pub fn failed(&self, kind: &str, code: &str) {
+        self.errors
+            .get_or_create(&ErrorLabels {
+                kind: kind.into(),
+                code: code.into(),
+            })
+            .inc();
+    }
+
+    /// Marks a copy as in flight to `region` (or, with `None`, as no longer in flight).
+    pub fn set_in_flight(&self, uid: &str, region: Option<&str>) {
+        let mut objects = self.in_flight_objects.lock().unwrap_or_else(|e| e.into_inner());
+        let before = objects.get(uid).cloned();
+        if before.as_deref() == region {
+            return;
+        }
+        if let Some(old) = before {
+            self.in_flight.get_or_create(&RegionLabels { region: old }).dec();
+            objects.remove(uid);
+        }
+        if let Some(region) = region {
+            self.in_flight.get_or_create(&RegionLabels { region: region.into() }).inc();
+            objects.insert(uid.to_string(), region.to_string());
+        }
+    }
+
+    pub fn copy_finished(&self, source_region: &str, destination_region: &str, took: Duration) {
+        self.copy_duration
+            .get_or_create(&RegionPairLabels {
+                source_region: source_region.into(),
+                destination_region: destination_region.into(),
+            })
+            .observe(took.as_secs_f64());
+    }
+
+    pub fn encode(&self) -> Result<String, std::fmt::Error> {
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &self.registry)?;
+        Ok(out)
+    }
+}
+
+impl CallObserver for Metrics {
+    fn observe(&self, action: &str, _region: &str, outcome: Result<(), &str>, _elapsed: Duration) {
+        let result = match outcome {
+            Ok(()) => "ok".to_string(),
+            Err(code) => code.to_string(),
+        };
+        self.ecs_calls
+            .get_or_create(&CallLabels {
+                action: action.into(),
+                result,
+            })
+            .inc();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn in_flight_gauge_follows_objects_without_double_counting() {
+        let metrics = Metrics::default();
+        metrics.set_in_flight("a", Some("cn-shanghai"));
+        metrics.set_in_flight("a", Some("cn-shanghai"));
+        metrics.set_in_flight("b", Some("cn-shanghai"));
+        metrics.set_in_flight("a", None);
+        let text = metrics.encode().unwrap();
+        assert!(text.contains(r#"ecs_image_operator_copies_in_flight{region="cn-shanghai"} 1"#), "{text}");
+    }
+
+    #[test]
+    fn ecs_calls_are_counted_by_action_and_result() {
+        let metrics = Metrics::default();
+        metrics.observe("CopyImage", "cn-hangzhou", Ok(()), Duration::ZERO);
+        metrics.observe("CopyImage", "cn-hangzhou", Err("Throttling.User"), Duration::ZERO);
+        let text = metrics.encode().unwrap();
+        assert!(text.contains(r#"ecs_image_operator_ecs_calls_total{action="CopyImage",result="ok"} 1"#), "{text}");
+        assert!(text.contains(r#"result="Throttling.User"} 1"#), "{text}");
+    }
+}

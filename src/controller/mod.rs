@@ -1,0 +1,127 @@
+//! The controllers. One module per kind; each keeps its decisions in a pure `decide` module and
+//! does the IO (Kubernetes, ECS, events, metrics) around it.
+
+pub mod conditions;
+pub mod credentials;
+pub mod image_copy;
+pub mod listings;
+pub mod metrics;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use kube::Client;
+use kube::runtime::events::Recorder;
+
+use crate::ecs::{CredentialsProvider, EcsClient, EcsError};
+use listings::RegionListings;
+use metrics::Metrics;
+
+/// Timing knobs of the controllers.
+#[derive(Clone, Debug)]
+pub struct Timing {
+    /// How often in-flight work is looked at; also the age of a shared region listing.
+    pub poll_interval: Duration,
+    /// How often finished copies are checked (e.g. for out-of-band deletion).
+    pub resync_interval: Duration,
+    /// Wait after a terminal error before trying again.
+    pub stalled_retry: Duration,
+    /// Ceiling of the per-object backoff after transient errors.
+    pub max_backoff: Duration,
+}
+
+impl Default for Timing {
+    fn default() -> Self {
+        Timing {
+            poll_interval: Duration::from_secs(10),
+            resync_interval: Duration::from_secs(300),
+            stalled_retry: Duration::from_secs(300),
+            max_backoff: Duration::from_secs(300),
+        }
+    }
+}
+
+/// Shared by every reconciliation.
+pub struct Context {
+    pub client: Client,
+    /// Carries the shared HTTP pool, per-region rate limits and the metrics observer; each call
+    /// goes through `with_credentials` for the object's credentials.
+    pub ecs: EcsClient,
+    /// The operator's own credentials from the standard chain, when it has any.
+    pub default_credentials: Option<CredentialsProvider>,
+    pub recorder: Recorder,
+    pub metrics: Arc<Metrics>,
+    pub listings: RegionListings,
+    pub timing: Timing,
+    /// Consecutive transient failures per object UID, for exponential backoff.
+    failures: Mutex<HashMap<String, u32>>,
+}
+
+impl Context {
+    pub fn new(
+        client: Client,
+        ecs: EcsClient,
+        default_credentials: Option<CredentialsProvider>,
+        recorder: Recorder,
+        metrics: Arc<Metrics>,
+        timing: Timing,
+    ) -> Self {
+        Context {
+            client,
+            ecs,
+            default_credentials,
+            recorder,
+            metrics,
+            listings: RegionListings::new(timing.poll_interval),
+            timing,
+            failures: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The delay before retrying an object after its `n`-th consecutive transient failure:
+    /// exponential from the poll interval, capped, with jitter so objects spread out.
+    pub fn backoff_after_failure(&self, uid: &str) -> Duration {
+        let mut failures = self.failures.lock().unwrap_or_else(|e| e.into_inner());
+        let n = failures.entry(uid.to_string()).or_insert(0);
+        *n = n.saturating_add(1);
+        let base = self.timing.poll_interval.as_secs_f64().max(0.5);
+        let exp = base * 2f64.powi((*n).min(16) as i32 - 1);
+        let capped = exp.min(self.timing.max_backoff.as_secs_f64());
+        let jitter = rand::random_range(0.8..1.2);
+        Duration::from_secs_f64(capped * jitter)
+    }
+
+    pub fn reset_failures(&self, uid: &str) {
+        self.failures.lock().unwrap_or_else(|e| e.into_inner()).remove(uid);
+    }
+}
+
+/// Errors that end a reconciliation early; the controller retries them with backoff.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("Kubernetes API: {0}")]
+    Kube(#[from] kube::Error),
+    #[error("ECS: {0}")]
+    Ecs(#[from] EcsError),
+    #[error("object has no {0}")]
+    MissingObjectField(&'static str),
+    #[error("credentials: {reason}: {message}")]
+    Credentials { reason: &'static str, message: String },
+    /// Not a failure: the finalizer stays until ECS finishes a copy it could not cancel.
+    #[error("waiting for the copy of {0} to finish; ECS cannot cancel it")]
+    WaitingForCopy(String),
+}
+
+impl Error {
+    /// A short label for metrics: the ECS error code when there is one.
+    pub fn metric_code(&self) -> String {
+        match self {
+            Error::Kube(_) => "KubernetesApi".into(),
+            Error::Ecs(e) => e.code().unwrap_or("Transport").to_string(),
+            Error::MissingObjectField(_) => "InvalidObject".into(),
+            Error::Credentials { reason, .. } => (*reason).to_string(),
+            Error::WaitingForCopy(_) => "WaitingForCopy".into(),
+        }
+    }
+}
