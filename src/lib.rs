@@ -7,3 +7,4 @@
 //! - [`controller`]: one module per kind; decisions are pure functions, IO stays at the edges.
 
 pub mod ecs;
+pub mod emulator;

@@ -1,6 +1,7 @@
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use ecs_image_operator::emulator;
 
 /// Manages Alibaba Cloud ECS image copy, import and export tasks from Kubernetes.
 #[derive(Parser)]
@@ -17,17 +18,18 @@ enum Command {
     /// Print all CustomResourceDefinitions as one YAML stream.
     Crd,
     /// Run the ECS emulator.
-    Emulator,
+    Emulator(emulator::EmulatorArgs),
     /// Make one signed ECS call and print the JSON response.
     Ecs,
 }
 
-fn main() -> ExitCode {
+#[tokio::main]
+async fn main() -> ExitCode {
     let cli = Cli::parse();
     let name = match cli.command {
         Command::Run => "run",
         Command::Crd => "crd",
-        Command::Emulator => "emulator",
+        Command::Emulator(args) => return emulator::run(args).await,
         Command::Ecs => "ecs",
     };
     eprintln!("ecs-image-operator {name}: not available yet");
