@@ -407,13 +407,18 @@ impl ApiError {
 
     /// The JSON body every error response carries.
     pub fn body(&self, request_id: &str, host_id: &str) -> serde_json::Value {
+        let product = if host_id.starts_with("sts") {
+            "Sts"
+        } else {
+            "Ecs"
+        };
         serde_json::json!({
             "RequestId": request_id,
             "HostId": host_id,
             "Code": self.code,
             "Message": self.message,
             "Recommend": format!(
-                "https://api.aliyun.com/troubleshoot?q={}&product=Ecs&requestId={request_id}",
+                "https://api.aliyun.com/troubleshoot?q={}&product={product}&requestId={request_id}",
                 self.code
             ),
         })

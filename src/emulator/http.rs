@@ -200,8 +200,11 @@ async fn rpc(
     let mut guard = app.lock();
     let shared = &mut *guard;
     let result = handle_ecs(&action, &version, &params, &incoming, shared, now);
-    let code = result.as_ref().err().map(|e| e.code.as_str()).unwrap_or("");
-    shared.calls.record(&action, &region_id, code, now);
+    // A request that names no action is not an ECS call and is not counted.
+    if !action.is_empty() {
+        let code = result.as_ref().err().map(|e| e.code.as_str()).unwrap_or("");
+        shared.calls.record(&action, &region_id, code, now);
+    }
     drop(guard);
     if let Err(error) = &result {
         tracing::debug!(%action, %region_id, code = %error.code, message = %error.message, "rejected");

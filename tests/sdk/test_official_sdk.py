@@ -1,6 +1,7 @@
 """Conformance of the ECS emulator with the official Alibaba Cloud Python SDK.
 
-Runs the built binary (ECS_IMAGE_OPERATOR_BIN, default target/debug/ecs-image-operator) as
+Runs the built binary (ECS_IMAGE_OPERATOR_BIN, default $CARGO_TARGET_DIR/debug/ecs-image-operator,
+CARGO_TARGET_DIR defaulting to target/) as
 `emulator --listen 127.0.0.1:0 --copy-seconds 2 --region-concurrency 1` and drives it with the
 unmodified `alibabacloud-ecs20140526` client in every way production code signs requests: V3
 (`ACS3-HMAC-SHA256`, the default), V1 (`signature_algorithm='v2'`), and both again with STS
@@ -27,8 +28,9 @@ from alibabacloud_tea_openapi import utils_models as open_api_models
 from darabonba.runtime import RuntimeOptions
 
 ROOT = Path(__file__).resolve().parents[2]
+TARGET_DIR = Path(os.environ.get("CARGO_TARGET_DIR", ROOT / "target"))
 BINARY = os.environ.get(
-    "ECS_IMAGE_OPERATOR_BIN", str(ROOT / "target" / "debug" / "ecs-image-operator")
+    "ECS_IMAGE_OPERATOR_BIN", str(TARGET_DIR / "debug" / "ecs-image-operator")
 )
 COPY_SECONDS = 2.0
 SOURCE_REGION = "cn-hangzhou"
@@ -320,8 +322,11 @@ def test_describe_regions_and_call_log(emulator):
     hangzhou = next(r for r in regions if r.region_id == "cn-hangzhou")
     assert (hangzhou.local_name, hangzhou.status) == ("China (Hangzhou)", "available")
 
+    api_error(lambda: cancel(client, "cn-shanghai", "m-doesnotexist"))
+
     calls = emulator.admin("GET", "calls")
     assert calls["counts"]["DescribeRegions"] >= 1
-    assert calls["counts"]["CopyImage"] >= 1
+    assert calls["counts"]["CancelCopyImage"] >= 1
     failed = [c for c in calls["calls"] if c["code"] == "InvalidImageId.NotFound"]
-    assert failed and failed[0]["action"] in ("CopyImage", "CancelCopyImage")
+    assert failed and failed[-1]["action"] == "CancelCopyImage"
+    assert failed[-1]["regionId"] == "cn-shanghai"
