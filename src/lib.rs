@@ -7,4 +7,7 @@
 //! - [`controller`]: one module per kind; decisions are pure functions, IO stays at the edges.
 
 pub mod api;
+pub mod controller;
 pub mod ecs;
+pub mod emulator;
+pub mod operator;

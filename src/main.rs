@@ -1,7 +1,7 @@
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use ecs_image_operator::ecs;
+use ecs_image_operator::{api, ecs, emulator, operator};
 
 /// Manages Alibaba Cloud ECS image copy, import and export tasks from Kubernetes.
 #[derive(Parser)]
@@ -14,30 +14,27 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run the controller.
-    Run,
+    Run(operator::RunArgs),
     /// Print all CustomResourceDefinitions as one YAML stream.
     Crd,
     /// Run the ECS emulator.
-    Emulator,
+    Emulator(emulator::EmulatorArgs),
     /// Make one signed ECS call and print the JSON response.
     Ecs(ecs::cli::EcsCallArgs),
 }
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    let cli = Cli::parse();
-    let name = match cli.command {
-        Command::Crd => return print_crds(),
-        Command::Ecs(args) => return ecs::cli::run(args).await,
-        Command::Run => "run",
-        Command::Emulator => "emulator",
-    };
-    eprintln!("ecs-image-operator {name}: not available yet");
-    ExitCode::from(2)
+    match Cli::parse().command {
+        Command::Run(args) => operator::run(args).await,
+        Command::Crd => print_crds(),
+        Command::Emulator(args) => emulator::run(args).await,
+        Command::Ecs(args) => ecs::cli::run(args).await,
+    }
 }
 
 fn print_crds() -> ExitCode {
-    match ecs_image_operator::api::crds_yaml() {
+    match api::crds_yaml() {
         Ok(yaml) => {
             print!("{yaml}");
             ExitCode::SUCCESS

@@ -67,10 +67,10 @@ pub fn is_true(conditions: &[Condition], type_: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use chrono::{TimeZone, Utc};
+    use k8s_openapi::jiff::Timestamp;
 
     fn at(secs: i64) -> Time {
-        Time(Utc.timestamp_opt(secs, 0).unwrap())
+        Time(Timestamp::from_second(secs).unwrap())
     }
 
     #[test]

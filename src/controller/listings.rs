@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use chrono::{DateTime, Utc};
+use k8s_openapi::jiff::Timestamp;
 
 use crate::api::OWNER_UID_TAG;
 use crate::ecs::{DescribeImagesRequest, EcsClient, EcsError, Image, ImageStatus, MAX_PAGE_SIZE};
@@ -29,7 +29,7 @@ pub fn followed_statuses() -> Vec<ImageStatus> {
 #[derive(Debug)]
 pub struct Listing {
     /// When the listing request started: an image recorded before this must be in it.
-    pub taken_at: DateTime<Utc>,
+    pub taken_at: Timestamp,
     pub images: HashMap<String, Image>,
 }
 
@@ -70,7 +70,7 @@ impl RegionListings {
         {
             return Ok(listing.clone());
         }
-        let taken_at = Utc::now();
+        let taken_at = Timestamp::now();
         let images = ecs
             .describe_all_images(&DescribeImagesRequest {
                 region: region.to_string(),

@@ -349,10 +349,10 @@ pub fn progress_step_crossed(previous: Option<&str>, current: &str) -> Option<u8
 #[cfg(test)]
 mod tests {
     use super::*;
-    use chrono::{TimeZone, Utc};
+    use k8s_openapi::jiff::Timestamp;
 
     fn now() -> Time {
-        Time(Utc.timestamp_opt(1_700_000_000, 0).unwrap())
+        Time(Timestamp::from_second(1_700_000_000).unwrap())
     }
 
     fn image(state: ImageState, progress: &str) -> ImageSnapshot {

@@ -6,7 +6,7 @@ pub mod decide;
 use std::sync::Arc;
 use std::time::Duration;
 
-use chrono::Utc;
+use k8s_openapi::jiff::{SignedDuration, Timestamp};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::controller::Action;
@@ -31,7 +31,7 @@ pub const FIELD_MANAGER: &str = "ecs-image-operator";
 
 /// A listing must start this long after the copy was recorded before an absent image counts as
 /// lost: `startTime` has whole seconds only.
-const LISTING_MARGIN: chrono::TimeDelta = chrono::TimeDelta::seconds(2);
+const LISTING_MARGIN: SignedDuration = SignedDuration::from_secs(2);
 
 pub async fn reconcile(obj: Arc<ImageCopy>, ctx: Arc<Context>) -> Result<Action, Error> {
     ctx.metrics.reconciled(KIND);
@@ -131,7 +131,7 @@ async fn observe(obj: &ImageCopy, ctx: &Context, ecs: &ObjectEcs, status: &Image
     if let Some(image) = listing.images.get(image_id) {
         return Ok(Observation::Listed(snapshot(image)));
     }
-    let recorded = status.start_time.as_ref().map(|t| t.0).unwrap_or_else(Utc::now);
+    let recorded = status.start_time.as_ref().map(|t| t.0).unwrap_or_else(Timestamp::now);
     Ok(if listing.taken_at > recorded + LISTING_MARGIN {
         Observation::Missing
     } else {
@@ -226,7 +226,7 @@ async fn stall(obj: &ImageCopy, ctx: &Context, status: &ImageCopyStatus, code: &
 
 /// Applies the next status (only when it changed) and publishes its events.
 async fn write_status(obj: &ImageCopy, ctx: &Context, previous: &ImageCopyStatus, outcome: &Outcome) -> Result<ImageCopyStatus, Error> {
-    let now = Time(Utc::now());
+    let now = Time(Timestamp::now());
     let (next, notices) = decide::next_status(previous, obj.metadata.generation, outcome, &now);
     if next != *previous {
         let api: Api<ImageCopy> = Api::namespaced(ctx.client.clone(), &obj.namespace().unwrap_or_default());
@@ -266,7 +266,7 @@ fn track_metrics(obj: &ImageCopy, ctx: &Context, uid: &str, previous: &ImageCopy
         && previous.phase != Some(CopyPhase::Available)
         && let Some(start) = &next.start_time
     {
-        let took = (Utc::now() - start.0).to_std().unwrap_or_default();
+        let took = Duration::try_from(Timestamp::now().duration_since(start.0)).unwrap_or_default();
         ctx.metrics.copy_finished(&obj.spec.source_region_id, &obj.spec.destination_region_id, took);
     }
 }

@@ -1,0 +1,200 @@
+//! The unsigned admin API under `/_emulator/` (SPEC §5) for tests, benchmarks and the demo:
+//! call counts, the images as the emulator sees them, seeding and out-of-band deletion, fault
+//! injection and short-lived STS credentials.
+
+use std::collections::BTreeMap;
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{delete, get, post};
+use axum::{Json, Router};
+use chrono::{TimeDelta, Utc};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::actions::timestamp;
+use super::faults::FaultsPatch;
+use super::http::App;
+use super::regions;
+use super::state::{Image, ImageStatus, Origin, SeedImage};
+use super::sts;
+
+pub fn router() -> Router<App> {
+    Router::new()
+        .route("/calls", get(calls))
+        .route("/reset-calls", post(reset_calls))
+        .route("/images", get(images).post(seed_image))
+        .route("/images/{region_id}/{image_id}", delete(delete_image))
+        .route("/tasks", get(tasks))
+        .route("/faults", get(faults).post(set_faults))
+        .route("/sts-credentials", post(sts_credentials))
+}
+
+fn admin_error(status: StatusCode, message: impl std::fmt::Display) -> Response {
+    (status, Json(json!({ "error": message.to_string() }))).into_response()
+}
+
+async fn calls(State(app): State<App>) -> Json<Value> {
+    let shared = app.lock();
+    Json(json!({ "counts": shared.calls.counts, "calls": shared.calls.calls }))
+}
+
+async fn reset_calls(State(app): State<App>) -> StatusCode {
+    app.lock().calls = Default::default();
+    StatusCode::NO_CONTENT
+}
+
+fn image_json(image: &Image) -> Value {
+    let tags: BTreeMap<&str, &str> = image
+        .tags
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    let (source_region, source_image) = match &image.origin {
+        Origin::Copy {
+            source_region,
+            source_image,
+            ..
+        } => (source_region.as_str(), source_image.as_str()),
+        _ => ("", ""),
+    };
+    json!({
+        "regionId": image.region,
+        "imageId": image.id,
+        "imageName": image.name,
+        "status": image.status.as_str(),
+        "progress": format!("{}%", image.progress),
+        "tags": tags,
+        "isCopied": image.is_copy(),
+        "sourceRegionId": source_region,
+        "sourceImageId": source_image,
+        "creationTime": timestamp(image.created),
+    })
+}
+
+async fn images(State(app): State<App>) -> Json<Value> {
+    let mut shared = app.lock();
+    shared.world.advance(Utc::now());
+    let images: Vec<Value> = shared.world.images().map(image_json).collect();
+    Json(json!({ "images": images }))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct SeedRequest {
+    region_id: String,
+    image_id: Option<String>,
+    image_name: Option<String>,
+    status: Option<String>,
+    #[serde(default)]
+    tags: BTreeMap<String, String>,
+}
+
+async fn seed_image(State(app): State<App>, Json(req): Json<SeedRequest>) -> Response {
+    if !regions::is_known(&req.region_id) {
+        return admin_error(
+            StatusCode::BAD_REQUEST,
+            format!("unknown region {}", req.region_id),
+        );
+    }
+    let status = match req.status.as_deref() {
+        None => ImageStatus::Available,
+        Some(s) => match ImageStatus::parse(s) {
+            Some(status) => status,
+            None => return admin_error(StatusCode::BAD_REQUEST, format!("unknown status {s}")),
+        },
+    };
+    let now = Utc::now();
+    let mut shared = app.lock();
+    shared.world.advance(now);
+    let id = req.image_id.unwrap_or_else(|| shared.world.new_image_id());
+    let seed = SeedImage {
+        region: req.region_id,
+        name: req.image_name.unwrap_or_else(|| id.clone()),
+        id: id.clone(),
+        status,
+        tags: req.tags.into_iter().collect(),
+    };
+    if let Err(error) = shared.world.seed_image(seed, now) {
+        return admin_error(StatusCode::CONFLICT, error);
+    }
+    match shared.world.images().find(|i| i.id == id) {
+        Some(image) => (StatusCode::CREATED, Json(image_json(image))).into_response(),
+        None => admin_error(StatusCode::INTERNAL_SERVER_ERROR, "seeded image vanished"),
+    }
+}
+
+async fn delete_image(
+    State(app): State<App>,
+    Path((region_id, image_id)): Path<(String, String)>,
+) -> Response {
+    let now = Utc::now();
+    let mut shared = app.lock();
+    shared.world.advance(now);
+    if shared.world.image(&region_id, &image_id).is_none() {
+        return admin_error(
+            StatusCode::NOT_FOUND,
+            format!("no image {image_id} in {region_id}"),
+        );
+    }
+    shared.world.remove_image(&image_id, now);
+    StatusCode::NO_CONTENT.into_response()
+}
+
+async fn tasks(State(app): State<App>) -> Json<Value> {
+    let now = Utc::now();
+    let mut shared = app.lock();
+    shared.world.advance(now);
+    let tasks: Vec<Value> = shared
+        .world
+        .tasks()
+        .map(|t| {
+            json!({
+                "regionId": t.region,
+                "taskId": t.id,
+                "taskAction": t.action.as_str(),
+                "taskStatus": t.status(),
+                "progress": format!("{}%", t.job.percent(now)),
+                "imageId": t.image_id,
+            })
+        })
+        .collect();
+    Json(json!({ "tasks": tasks }))
+}
+
+async fn faults(State(app): State<App>) -> Json<Value> {
+    Json(json!(app.lock().faults))
+}
+
+async fn set_faults(State(app): State<App>, Json(patch): Json<FaultsPatch>) -> Response {
+    let mut shared = app.lock();
+    match shared.faults.apply(patch) {
+        Ok(()) => Json(json!(shared.faults)).into_response(),
+        Err(error) => admin_error(StatusCode::BAD_REQUEST, error),
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct StsRequest {
+    /// Any positive lifetime, unlike AssumeRoleWithOIDC's 900 s minimum, so tests can watch
+    /// credentials expire.
+    duration_seconds: u32,
+}
+
+async fn sts_credentials(State(app): State<App>, Json(req): Json<StsRequest>) -> Response {
+    if req.duration_seconds == 0 {
+        return admin_error(StatusCode::BAD_REQUEST, "durationSeconds must be positive");
+    }
+    let credential = app
+        .lock()
+        .keys
+        .issue(TimeDelta::seconds(req.duration_seconds.into()), Utc::now());
+    Json(Value::Object(sts::credentials_reply(
+        &credential,
+        "acs:ram::1234567890123456:role/emulator-test",
+        "emulator-test",
+    )))
+    .into_response()
+}

@@ -1,0 +1,210 @@
+//! `ecs-image-operator run`: the controller process — Kubernetes client, ECS client, the
+//! `ImageCopy` controller, and the `/metrics`, `/healthz`, `/readyz` endpoints.
+
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use axum::routing::get;
+use futures::StreamExt;
+use kube::runtime::controller::{Config as ControllerConfig, Controller};
+use kube::runtime::events::{Recorder, Reporter};
+use kube::runtime::watcher;
+use kube::{Api, Client};
+use tracing::{error, info, warn};
+
+use crate::api::ImageCopy;
+use crate::controller::metrics::Metrics;
+use crate::controller::{Context, Timing, image_copy};
+use crate::ecs::{CallObserver, CredentialsProvider, EcsClient, EcsClientConfig};
+
+#[derive(clap::Args, Debug)]
+pub struct RunArgs {
+    /// Send every region's ECS calls to this endpoint (emulator, proxy); `http://` only here.
+    /// Default: `https://ecs.<region>.aliyuncs.com`.
+    #[arg(long, env = "ECS_ENDPOINT")]
+    pub ecs_endpoint: Option<url::Url>,
+    /// Use the VPC endpoints `https://ecs-vpc.<region>.aliyuncs.com`.
+    #[arg(long, env = "ECS_VPC_ENDPOINTS")]
+    pub vpc_endpoints: bool,
+    /// Watch only this namespace (default: all).
+    #[arg(long, env = "WATCH_NAMESPACE")]
+    pub namespace: Option<String>,
+    /// Address of `/metrics`, `/healthz` and `/readyz`.
+    #[arg(long, default_value = "0.0.0.0:8080")]
+    pub metrics_addr: SocketAddr,
+    #[arg(long, value_enum, default_value = "text", env = "LOG_FORMAT")]
+    pub log_format: LogFormat,
+    /// How often in-flight copies are looked at; one listing per region per interval.
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    pub poll_interval: Duration,
+    /// How often finished copies are checked (for example for out-of-band deletion).
+    #[arg(long, default_value = "5m", value_parser = humantime::parse_duration)]
+    pub resync_interval: Duration,
+    /// Wait after a terminal error (Stalled) before trying again.
+    #[arg(long, default_value = "5m", value_parser = humantime::parse_duration)]
+    pub stalled_retry: Duration,
+    /// Client-side limit of ECS calls per second per region.
+    #[arg(long, default_value_t = 10)]
+    pub region_qps: u32,
+    /// Objects reconciled at once.
+    #[arg(long, default_value_t = 16)]
+    pub concurrency: u16,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug)]
+pub enum LogFormat {
+    Json,
+    Text,
+}
+
+pub async fn run(args: RunArgs) -> ExitCode {
+    init_logging(args.log_format);
+    match serve(args).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            error!("{message}");
+            eprintln!("ecs-image-operator run: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,kube=warn"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => builder.init(),
+    }
+}
+
+async fn serve(args: RunArgs) -> Result<(), String> {
+    let client = Client::try_default().await.map_err(|e| format!("cannot reach Kubernetes: {e}"))?;
+    let metrics = Arc::new(Metrics::default());
+
+    let default_credentials = match CredentialsProvider::from_env() {
+        Ok(provider) => Some(provider),
+        Err(e) => {
+            warn!("no operator-wide ECS credentials ({e}); only objects with spec.credentialsSecretRef can work");
+            None
+        }
+    };
+    let ecs_config = EcsClientConfig {
+        endpoint: args.ecs_endpoint.clone(),
+        vpc: args.vpc_endpoints,
+        region_qps: args.region_qps,
+        ..Default::default()
+    };
+    // Objects always call through `with_credentials`; this provider only seeds the shared client.
+    let seed = default_credentials
+        .clone()
+        .unwrap_or_else(|| CredentialsProvider::fixed(crate::ecs::Credentials::new("", "")));
+    let ecs = EcsClient::new(ecs_config, seed)
+        .map_err(|e| format!("invalid ECS configuration: {e}"))?
+        .with_observer(metrics.clone() as Arc<dyn CallObserver>);
+
+    let reporter = Reporter {
+        controller: "ecs-image-operator".into(),
+        instance: std::env::var("POD_NAME").ok(),
+    };
+    let recorder = Recorder::new(client.clone(), reporter);
+    let timing = Timing {
+        poll_interval: args.poll_interval,
+        resync_interval: args.resync_interval,
+        stalled_retry: args.stalled_retry,
+        ..Default::default()
+    };
+    let ctx = Arc::new(Context::new(client.clone(), ecs, default_credentials, recorder, metrics.clone(), timing));
+
+    let ready = Arc::new(AtomicBool::new(false));
+    let listener = tokio::net::TcpListener::bind(args.metrics_addr)
+        .await
+        .map_err(|e| format!("cannot listen on {}: {e}", args.metrics_addr))?;
+    let local = listener.local_addr().map_err(|e| e.to_string())?;
+    let app = Router::new()
+        .route("/metrics", get(metrics_handler))
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(readyz_handler))
+        .with_state(HttpState {
+            metrics: metrics.clone(),
+            ready: ready.clone(),
+        });
+    // Scripts and tests read the bound address from this line.
+    println!("metrics on http://{local}");
+    let server = tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, app).with_graceful_shutdown(shutdown_signal()).await {
+            error!("metrics server: {e}");
+        }
+    });
+
+    let api: Api<ImageCopy> = match &args.namespace {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    };
+    // The CRD must be installed; fail clearly rather than watch a missing resource forever.
+    api.list(&kube::api::ListParams::default().limit(1))
+        .await
+        .map_err(|e| format!("cannot list ImageCopy objects (is the CRD installed? `ecs-image-operator crd | kubectl apply -f -`): {e}"))?;
+    ready.store(true, Ordering::SeqCst);
+    info!(namespace = args.namespace.as_deref().unwrap_or("*"), "controller started");
+
+    Controller::new(api, watcher::Config::default().any_semantic())
+        .with_config(ControllerConfig::default().concurrency(args.concurrency))
+        .shutdown_on_signal()
+        .run(image_copy::reconcile, image_copy::error_policy, ctx)
+        .for_each(|_| futures::future::ready(()))
+        .await;
+    info!("controller stopped");
+    ready.store(false, Ordering::SeqCst);
+    let _ = server.await;
+    Ok(())
+}
+
+#[derive(Clone)]
+struct HttpState {
+    metrics: Arc<Metrics>,
+    ready: Arc<AtomicBool>,
+}
+
+async fn metrics_handler(State(state): State<HttpState>) -> impl IntoResponse {
+    match state.metrics.encode() {
+        Ok(text) => (StatusCode::OK, [("content-type", "application/openmetrics-text; version=1.0.0; charset=utf-8")], text).into_response(),
+        Err(_) => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
+    }
+}
+
+async fn readyz_handler(State(state): State<HttpState>) -> impl IntoResponse {
+    if state.ready.load(Ordering::SeqCst) {
+        (StatusCode::OK, "ok")
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "not ready")
+    }
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(s) => s,
+            Err(_) => {
+                let _ = ctrl_c.await;
+                return;
+            }
+        };
+        tokio::select! {
+            _ = ctrl_c => {},
+            _ = term.recv() => {},
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}

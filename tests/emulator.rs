@@ -1,0 +1,1290 @@
+//! The ECS emulator over real HTTP: an in-process server on 127.0.0.1:0, requests signed with
+//! the same `ecs::sign` primitives the client uses (V3 and V1), and the documented answers.
+
+use std::time::Duration;
+
+use chrono::{TimeDelta, Utc};
+use ecs_image_operator::ecs::sign;
+use ecs_image_operator::emulator::{self, EmulatorConfig};
+use serde_json::{Value, json};
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+
+const ALL: &str = "Creating,Waiting,Available,UnAvailable,CreateFailed";
+
+#[derive(Clone)]
+struct Creds {
+    id: String,
+    secret: String,
+    token: Option<String>,
+}
+
+fn test_key() -> Creds {
+    Creds {
+        id: "testid".into(),
+        secret: "testsecret".into(),
+        token: None,
+    }
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum Sig {
+    V3,
+    V1Get,
+    V1Post,
+}
+
+struct Req {
+    action: String,
+    params: Vec<(String, String)>,
+    sig: Sig,
+    creds: Creds,
+    age: TimeDelta,
+    nonce: Option<String>,
+    tamper: bool,
+}
+
+fn req(action: &str, params: &[(&str, &str)]) -> Req {
+    Req {
+        action: action.into(),
+        params: params
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+        sig: Sig::V3,
+        creds: test_key(),
+        age: TimeDelta::zero(),
+        nonce: None,
+        tamper: false,
+    }
+}
+
+struct Emu {
+    base: String,
+    http: reqwest::Client,
+    _stop: oneshot::Sender<()>,
+}
+
+async fn start(config: EmulatorConfig) -> Emu {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    let (stop, stopped) = oneshot::channel::<()>();
+    tokio::spawn(emulator::serve(config, listener, async {
+        let _ = stopped.await;
+    }));
+    Emu {
+        base: format!("http://{address}"),
+        http: reqwest::Client::new(),
+        _stop: stop,
+    }
+}
+
+fn config(copy_seconds: f64, concurrency: usize) -> EmulatorConfig {
+    EmulatorConfig {
+        copy_duration: Duration::from_secs_f64(copy_seconds),
+        task_duration: Duration::from_secs_f64(copy_seconds),
+        region_concurrency: concurrency,
+        ..EmulatorConfig::default()
+    }
+}
+
+fn tamper(signature: &str) -> String {
+    let mut chars: Vec<char> = signature.chars().collect();
+    chars[0] = if chars[0] == 'a' { 'b' } else { 'a' };
+    chars.into_iter().collect()
+}
+
+impl Emu {
+    async fn send(&self, r: Req) -> (u16, Value) {
+        let date = sign::timestamp(Utc::now() - r.age);
+        let nonce = r
+            .nonce
+            .clone()
+            .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+        let response = match r.sig {
+            Sig::V3 => {
+                let hashed = sign::sha256_hex(b"");
+                let host = self.base.trim_start_matches("http://").to_string();
+                let mut headers = vec![
+                    ("host".to_string(), host),
+                    ("x-acs-action".to_string(), r.action.clone()),
+                    ("x-acs-content-sha256".to_string(), hashed.clone()),
+                    ("x-acs-date".to_string(), date),
+                    ("x-acs-signature-nonce".to_string(), nonce),
+                    ("x-acs-version".to_string(), "2014-05-26".to_string()),
+                ];
+                if let Some(token) = &r.creds.token {
+                    headers.push(("x-acs-security-token".to_string(), token.clone()));
+                }
+                headers.sort();
+                let signed: Vec<String> = headers.iter().map(|(n, _)| n.clone()).collect();
+                let canonical = sign::v3_canonical_request(&sign::V3Input {
+                    method: "POST",
+                    canonical_uri: "/",
+                    query: &r.params,
+                    headers: &headers,
+                    signed_headers: &signed,
+                    hashed_payload: &hashed,
+                });
+                let mut signature =
+                    sign::v3_signature(&r.creds.secret, &sign::v3_string_to_sign(&canonical));
+                if r.tamper {
+                    signature = tamper(&signature);
+                }
+                let mut builder = self
+                    .http
+                    .post(format!(
+                        "{}/?{}",
+                        self.base,
+                        sign::canonical_query(&r.params)
+                    ))
+                    .header(
+                        "authorization",
+                        sign::v3_authorization(&r.creds.id, &signed, &signature),
+                    );
+                for (name, value) in headers.iter().filter(|(n, _)| n != "host") {
+                    builder = builder.header(name, value);
+                }
+                builder.send().await.unwrap()
+            }
+            Sig::V1Get | Sig::V1Post => {
+                let method = if r.sig == Sig::V1Get { "GET" } else { "POST" };
+                let mut all = r.params.clone();
+                for (k, v) in [
+                    ("Action", r.action.as_str()),
+                    ("Version", "2014-05-26"),
+                    ("Format", "JSON"),
+                    ("AccessKeyId", r.creds.id.as_str()),
+                    ("SignatureMethod", "HMAC-SHA1"),
+                    ("SignatureVersion", "1.0"),
+                    ("SignatureNonce", nonce.as_str()),
+                    ("Timestamp", date.as_str()),
+                ] {
+                    all.push((k.to_string(), v.to_string()));
+                }
+                if let Some(token) = &r.creds.token {
+                    all.push(("SecurityToken".to_string(), token.clone()));
+                }
+                let mut signature =
+                    sign::v1_signature(&r.creds.secret, &sign::v1_string_to_sign(method, &all));
+                if r.tamper {
+                    signature = tamper(&signature);
+                }
+                all.push(("Signature".to_string(), signature));
+                let encoded = sign::canonical_query(&all);
+                if r.sig == Sig::V1Get {
+                    self.http
+                        .get(format!("{}/?{encoded}", self.base))
+                        .send()
+                        .await
+                        .unwrap()
+                } else {
+                    self.http
+                        .post(format!("{}/", self.base))
+                        .header("content-type", "application/x-www-form-urlencoded")
+                        .body(encoded)
+                        .send()
+                        .await
+                        .unwrap()
+                }
+            }
+        };
+        let status = response.status().as_u16();
+        (status, response.json().await.unwrap())
+    }
+
+    async fn ok(&self, action: &str, params: &[(&str, &str)]) -> Value {
+        let (status, body) = self.send(req(action, params)).await;
+        assert_eq!(status, 200, "{action} {params:?}: {body}");
+        assert!(body["RequestId"].is_string());
+        body
+    }
+
+    /// `(HTTP status, Code)` of a call that must fail.
+    async fn fails(&self, action: &str, params: &[(&str, &str)]) -> (u16, String) {
+        failure(self.send(req(action, params)).await)
+    }
+
+    async fn copy(&self, destination: &str, extra: &[(&str, &str)]) -> String {
+        let mut params = vec![
+            ("RegionId", "cn-hangzhou"),
+            ("ImageId", "m-demo0001"),
+            ("DestinationRegionId", destination),
+        ];
+        params.extend_from_slice(extra);
+        self.ok("CopyImage", &params).await["ImageId"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    }
+
+    /// `(Status, Progress)` of an image, looked up across every status.
+    async fn image(&self, region: &str, id: &str) -> Option<(String, u32)> {
+        let body = self
+            .ok(
+                "DescribeImages",
+                &[("RegionId", region), ("ImageId", id), ("Status", ALL)],
+            )
+            .await;
+        body["Images"]["Image"]
+            .as_array()
+            .unwrap()
+            .first()
+            .map(|i| {
+                (
+                    i["Status"].as_str().unwrap().to_string(),
+                    i["Progress"]
+                        .as_str()
+                        .unwrap()
+                        .trim_end_matches('%')
+                        .parse()
+                        .unwrap(),
+                )
+            })
+    }
+
+    async fn wait_status(&self, region: &str, id: &str, status: &str) {
+        for _ in 0..100 {
+            if self
+                .image(region, id)
+                .await
+                .is_some_and(|(s, _)| s == status)
+            {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("{id} never became {status}");
+    }
+
+    async fn admin(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> (u16, Value) {
+        let mut builder = self
+            .http
+            .request(method, format!("{}/_emulator/{path}", self.base));
+        if let Some(body) = body {
+            builder = builder.json(&body);
+        }
+        let response = builder.send().await.unwrap();
+        let status = response.status().as_u16();
+        let text = response.text().await.unwrap();
+        (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+    }
+
+    async fn assume_role(&self, form: &[(&str, &str)]) -> (u16, Value) {
+        let response = self
+            .http
+            .post(format!(
+                "{}/?Action=AssumeRoleWithOIDC&Version=2015-04-01&Format=JSON",
+                self.base
+            ))
+            .form(form)
+            .send()
+            .await
+            .unwrap();
+        (response.status().as_u16(), response.json().await.unwrap())
+    }
+}
+
+fn failure((status, body): (u16, Value)) -> (u16, String) {
+    assert_ne!(status, 200, "expected an error: {body}");
+    for field in ["RequestId", "HostId", "Code", "Message", "Recommend"] {
+        assert!(body[field].is_string(), "{field} missing in {body}");
+    }
+    (status, body["Code"].as_str().unwrap().to_string())
+}
+
+fn statuses(body: &Value) -> Vec<(String, String)> {
+    body["Images"]["Image"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| {
+            (
+                i["ImageId"].as_str().unwrap().to_string(),
+                i["Status"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn copies_queue_per_region_with_concurrency_one() {
+    let emu = start(config(1.0, 1)).await;
+    let a = emu.copy("cn-shanghai", &[]).await;
+    let b = emu.copy("cn-shanghai", &[]).await;
+    assert!(a.starts_with("m-") && a.len() == 22);
+    let (status, first) = emu.image("cn-shanghai", &a).await.unwrap();
+    assert_eq!(status, "Creating");
+    assert_eq!(
+        emu.image("cn-shanghai", &b).await.unwrap(),
+        ("Waiting".into(), 0)
+    );
+    // Not Available yet, so invisible without a Status filter.
+    let default = emu
+        .ok("DescribeImages", &[("RegionId", "cn-shanghai")])
+        .await;
+    assert_eq!(default["TotalCount"], 0);
+    // Another destination region has its own queue.
+    let other = emu.copy("cn-beijing", &[]).await;
+    assert_eq!(emu.image("cn-beijing", &other).await.unwrap().0, "Creating");
+
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let (status, later) = emu.image("cn-shanghai", &a).await.unwrap();
+    assert_eq!(status, "Creating");
+    assert!(later > first && later < 100, "{first} -> {later}");
+
+    emu.wait_status("cn-shanghai", &a, "Available").await;
+    assert_eq!(emu.image("cn-shanghai", &a).await.unwrap().1, 100);
+    assert_eq!(emu.image("cn-shanghai", &b).await.unwrap().0, "Creating");
+    let listed = emu
+        .ok("DescribeImages", &[("RegionId", "cn-shanghai")])
+        .await;
+    assert_eq!(
+        statuses(&listed),
+        vec![(a.clone(), "Available".to_string())]
+    );
+    let image = &listed["Images"]["Image"][0];
+    assert_eq!(image["IsCopied"], true);
+    assert_eq!(image["Usable"], true);
+    assert_eq!(image["ImageOwnerAlias"], "self");
+}
+
+#[tokio::test]
+async fn concurrency_two_runs_two_copies() {
+    let emu = start(config(5.0, 2)).await;
+    let mut ids = Vec::new();
+    for _ in 0..3 {
+        ids.push(emu.copy("cn-shenzhen", &[]).await);
+    }
+    let mut seen = Vec::new();
+    for id in &ids {
+        seen.push(emu.image("cn-shenzhen", id).await.unwrap().0);
+    }
+    assert_eq!(seen, ["Creating", "Creating", "Waiting"]);
+}
+
+#[tokio::test]
+async fn cancel_copy_image_rules() {
+    let emu = start(config(0.6, 1)).await;
+    let a = emu.copy("cn-shanghai", &[]).await;
+    let b = emu.copy("cn-shanghai", &[]).await;
+    // Waiting and Creating copies can both be cancelled; the image goes away.
+    assert_eq!(cancel(&emu, &b).await, (200, String::new()));
+    assert!(emu.image("cn-shanghai", &b).await.is_none());
+    assert_eq!(cancel(&emu, &a).await, (200, String::new()));
+    assert!(emu.image("cn-shanghai", &a).await.is_none());
+
+    let c = emu.copy("cn-shanghai", &[]).await;
+    emu.wait_status("cn-shanghai", &c, "Available").await;
+    let (status, body) = emu
+        .send(req(
+            "CancelCopyImage",
+            &[("RegionId", "cn-shanghai"), ("ImageId", &c)],
+        ))
+        .await;
+    assert_eq!(
+        (status, body["Code"].as_str().unwrap()),
+        (400, "IncorrectImageStatus")
+    );
+    assert_eq!(body["Message"], "The image is copied finished.");
+
+    assert_eq!(
+        emu.fails(
+            "CancelCopyImage",
+            &[("RegionId", "cn-hangzhou"), ("ImageId", "m-demo0001")]
+        )
+        .await,
+        (400, "ImageCreatedNotFromCopy".into())
+    );
+    assert_eq!(
+        emu.fails(
+            "CancelCopyImage",
+            &[("RegionId", "cn-shanghai"), ("ImageId", "m-nope")]
+        )
+        .await,
+        (404, "InvalidImageId.NotFound".into())
+    );
+    assert_eq!(
+        emu.fails(
+            "CancelCopyImage",
+            &[("RegionId", "mars-1"), ("ImageId", "m-nope")]
+        )
+        .await,
+        (404, "InvalidRegionId.NotFound".into())
+    );
+
+    // A copy in flight can be neither deleted nor, with the fault on, cancelled.
+    let d = emu.copy("cn-shanghai", &[]).await;
+    let (status, _) = emu
+        .admin(
+            reqwest::Method::POST,
+            "faults",
+            Some(json!({ "cancelNotSupported": true })),
+        )
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(cancel(&emu, &d).await, (400, "CancelNotSupported".into()));
+    assert_eq!(
+        emu.fails(
+            "DeleteImage",
+            &[("RegionId", "cn-shanghai"), ("ImageId", &d)]
+        )
+        .await,
+        (403, "OperationDenied.ImageCopying".into())
+    );
+    // Deleting a finished copy works; deleting what does not exist is ignored.
+    emu.ok(
+        "DeleteImage",
+        &[("RegionId", "cn-shanghai"), ("ImageId", &c)],
+    )
+    .await;
+    assert!(emu.image("cn-shanghai", &c).await.is_none());
+    emu.ok(
+        "DeleteImage",
+        &[("RegionId", "cn-shanghai"), ("ImageId", "m-gone")],
+    )
+    .await;
+}
+
+/// CancelCopyImage in cn-shanghai: `(200, "")` or the error's `(status, Code)`.
+async fn cancel(emu: &Emu, id: &str) -> (u16, String) {
+    let (status, body) = emu
+        .send(req(
+            "CancelCopyImage",
+            &[("RegionId", "cn-shanghai"), ("ImageId", id)],
+        ))
+        .await;
+    if status == 200 {
+        (200, String::new())
+    } else {
+        failure((status, body))
+    }
+}
+
+#[tokio::test]
+async fn client_token_makes_copy_idempotent() {
+    let emu = start(config(30.0, 1)).await;
+    let params = [
+        ("ClientToken", "uid-1234"),
+        ("DestinationImageName", "copy-one"),
+        ("Tag.1.Key", "imageops.dev/owner-uid"),
+        ("Tag.1.Value", "1234"),
+    ];
+    let first = emu.copy("cn-shanghai", &params).await;
+    let again = emu.copy("cn-shanghai", &params).await;
+    assert_eq!(first, again);
+    let (_, images) = emu.admin(reqwest::Method::GET, "images", None).await;
+    let copies: Vec<&Value> = images["images"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|i| i["regionId"] == "cn-shanghai")
+        .collect();
+    assert_eq!(copies.len(), 1);
+    assert_eq!(copies[0]["tags"]["imageops.dev/owner-uid"], "1234");
+    assert_eq!(copies[0]["status"], "Creating");
+
+    let (status, code) = emu
+        .fails(
+            "CopyImage",
+            &[
+                ("RegionId", "cn-hangzhou"),
+                ("ImageId", "m-demo0001"),
+                ("DestinationRegionId", "cn-beijing"),
+                ("ClientToken", "uid-1234"),
+            ],
+        )
+        .await;
+    assert_eq!(
+        (status, code.as_str()),
+        (400, "IdempotentParameterMismatch")
+    );
+}
+
+#[tokio::test]
+async fn copy_image_validation_errors() {
+    let emu = start(config(30.0, 1)).await;
+    emu.admin(
+        reqwest::Method::POST,
+        "images",
+        Some(json!({ "regionId": "cn-hangzhou", "imageId": "m-busy", "imageName": "busy", "status": "Creating" })),
+    )
+    .await;
+    emu.copy("cn-shanghai", &[("DestinationImageName", "taken")])
+        .await;
+    let base = |extra: &[(&'static str, &'static str)]| {
+        let mut p = vec![
+            ("RegionId", "cn-hangzhou"),
+            ("ImageId", "m-demo0001"),
+            ("DestinationRegionId", "cn-shanghai"),
+        ];
+        for (k, v) in extra {
+            p.retain(|(key, _)| key != k);
+            p.push((k, v));
+        }
+        p
+    };
+    type Case<'a> = (Vec<(&'a str, &'a str)>, u16, &'a str);
+    let cases: Vec<Case> = vec![
+        (
+            base(&[("ImageId", "m-missing")]),
+            404,
+            "InvalidImageId.NotFound",
+        ),
+        (base(&[("ImageId", "m-busy")]), 400, "IncorrectImageStatus"),
+        (
+            base(&[("DestinationRegionId", "cn-hangzhou")]),
+            403,
+            "IncorrectDestinationRegion",
+        ),
+        (
+            base(&[("DestinationRegionId", "mars-1")]),
+            400,
+            "DestinationRegion.NotFound",
+        ),
+        (
+            base(&[("RegionId", "mars-1")]),
+            400,
+            "SourceRegion.NotFound",
+        ),
+        (
+            base(&[("DestinationImageName", "1bad")]),
+            400,
+            "InvalidImageName.Malformed",
+        ),
+        (
+            base(&[("DestinationImageName", "aliyun-x")]),
+            400,
+            "InvalidImageName.Malformed",
+        ),
+        (
+            base(&[("DestinationImageName", "taken")]),
+            400,
+            "InvalidImageName.Duplicated",
+        ),
+        (
+            base(&[("DestinationDescription", "http://x")]),
+            400,
+            "InvalidDescription.Malformed",
+        ),
+        (
+            base(&[("KMSKeyId", "key-1")]),
+            400,
+            "InvalidParameter.EncryptedIllegal",
+        ),
+        (
+            base(&[("Tag.1.Key", "acs:x")]),
+            400,
+            "InvalidTagKey.Malformed",
+        ),
+        (base(&[("DryRun", "true")]), 400, "DryRunOperation"),
+        (vec![("RegionId", "cn-hangzhou")], 400, "MissingParameter"),
+    ];
+    for (params, status, code) in cases {
+        assert_eq!(
+            emu.fails("CopyImage", &params).await,
+            (status, code.to_string()),
+            "{params:?}"
+        );
+    }
+    // KMSKeyId is fine once Encrypted is set.
+    emu.copy(
+        "cn-beijing",
+        &[("Encrypted", "true"), ("KMSKeyId", "key-1")],
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn describe_images_filters_and_pages() {
+    let emu = start(config(30.0, 1)).await;
+    for n in 0..25 {
+        let team = if n % 5 == 0 { "a" } else { "b" };
+        let (status, _) = emu
+            .admin(
+                reqwest::Method::POST,
+                "images",
+                Some(json!({
+                    "regionId": "cn-beijing",
+                    "imageId": format!("m-seed{n:02}"),
+                    "imageName": format!("seed-{n}"),
+                    "tags": { "team": team },
+                })),
+            )
+            .await;
+        assert_eq!(status, 201);
+    }
+    let page3 = emu
+        .ok(
+            "DescribeImages",
+            &[
+                ("RegionId", "cn-beijing"),
+                ("PageNumber", "3"),
+                ("PageSize", "10"),
+            ],
+        )
+        .await;
+    assert_eq!(page3["TotalCount"], 25);
+    assert_eq!(page3["PageNumber"], 3);
+    assert_eq!(page3["Images"]["Image"].as_array().unwrap().len(), 5);
+    let default_page = emu
+        .ok("DescribeImages", &[("RegionId", "cn-beijing")])
+        .await;
+    assert_eq!(default_page["PageSize"], 10);
+    assert_eq!(
+        default_page["Images"]["Image"].as_array().unwrap().len(),
+        10
+    );
+
+    let team_a = emu
+        .ok(
+            "DescribeImages",
+            &[
+                ("RegionId", "cn-beijing"),
+                ("Tag.1.Key", "team"),
+                ("Tag.1.Value", "a"),
+                ("PageSize", "100"),
+            ],
+        )
+        .await;
+    assert_eq!(team_a["TotalCount"], 5);
+    let both_tags = emu
+        .ok(
+            "DescribeImages",
+            &[
+                ("RegionId", "cn-beijing"),
+                ("Tag.1.Key", "team"),
+                ("Tag.1.Value", "a"),
+                ("Tag.2.Key", "other"),
+            ],
+        )
+        .await;
+    assert_eq!(both_tags["TotalCount"], 0);
+    let by_ids = emu
+        .ok(
+            "DescribeImages",
+            &[
+                ("RegionId", "cn-beijing"),
+                ("ImageId", "m-seed01,m-seed02,m-nope"),
+            ],
+        )
+        .await;
+    assert_eq!(by_ids["TotalCount"], 2);
+    assert_eq!(
+        emu.fails(
+            "DescribeImages",
+            &[("RegionId", "cn-beijing"), ("PageSize", "101")]
+        )
+        .await
+        .0,
+        400
+    );
+    assert_eq!(
+        emu.fails("DescribeImages", &[("RegionId", "xx-nowhere-1")])
+            .await,
+        (404, "InvalidRegionId.NotFound".into())
+    );
+
+    // Non-Available images only show up when asked for.
+    emu.admin(
+        reqwest::Method::POST,
+        "images",
+        Some(json!({ "regionId": "cn-beijing", "imageId": "m-creating", "status": "Creating" })),
+    )
+    .await;
+    let creating = emu
+        .ok(
+            "DescribeImages",
+            &[("RegionId", "cn-beijing"), ("Status", "Creating")],
+        )
+        .await;
+    assert_eq!(
+        statuses(&creating),
+        vec![("m-creating".into(), "Creating".into())]
+    );
+    let everything = emu
+        .ok(
+            "DescribeImages",
+            &[
+                ("RegionId", "cn-beijing"),
+                ("Status", "ALL"),
+                ("PageSize", "100"),
+            ],
+        )
+        .await;
+    assert_eq!(everything["TotalCount"], 26);
+}
+
+#[tokio::test]
+async fn signatures_timestamps_and_nonces_are_checked() {
+    let emu = start(config(30.0, 1)).await;
+    let describe = || req("DescribeRegions", &[]);
+    for sig in [Sig::V3, Sig::V1Get, Sig::V1Post] {
+        let (status, _) = emu.send(Req { sig, ..describe() }).await;
+        assert_eq!(status, 200);
+
+        let (status, body) = emu
+            .send(Req {
+                sig,
+                tamper: true,
+                ..describe()
+            })
+            .await;
+        assert_eq!(
+            (status, body["Code"].as_str().unwrap()),
+            (400, "SignatureDoesNotMatch")
+        );
+        let message = body["Message"].as_str().unwrap();
+        assert!(message.contains("server string to sign is:"), "{message}");
+        if sig == Sig::V1Get {
+            assert!(
+                message.contains("server string to sign is:GET&%2F&"),
+                "{message}"
+            );
+        }
+
+        let unknown = Creds {
+            id: "nobody".into(),
+            ..test_key()
+        };
+        assert_eq!(
+            failure(
+                emu.send(Req {
+                    sig,
+                    creds: unknown,
+                    ..describe()
+                })
+                .await
+            ),
+            (404, "InvalidAccessKeyId.NotFound".into())
+        );
+        let wrong_secret = Creds {
+            secret: "wrong".into(),
+            ..test_key()
+        };
+        assert_eq!(
+            failure(
+                emu.send(Req {
+                    sig,
+                    creds: wrong_secret,
+                    ..describe()
+                })
+                .await
+            )
+            .1,
+            "SignatureDoesNotMatch"
+        );
+
+        let nonce = Some(uuid::Uuid::new_v4().to_string());
+        let (status, _) = emu
+            .send(Req {
+                sig,
+                nonce: nonce.clone(),
+                ..describe()
+            })
+            .await;
+        assert_eq!(status, 200);
+        assert_eq!(
+            failure(
+                emu.send(Req {
+                    sig,
+                    nonce,
+                    ..describe()
+                })
+                .await
+            ),
+            (400, "SignatureNonceUsed".into())
+        );
+
+        assert_eq!(
+            failure(
+                emu.send(Req {
+                    sig,
+                    age: TimeDelta::minutes(40),
+                    ..describe()
+                })
+                .await
+            ),
+            (400, "IllegalTimestamp".into())
+        );
+    }
+    // V3 allows 15 minutes of skew, V1 31.
+    let (v1_status, _) = emu
+        .send(Req {
+            sig: Sig::V1Get,
+            age: TimeDelta::minutes(20),
+            ..describe()
+        })
+        .await;
+    assert_eq!(v1_status, 200);
+    assert_eq!(
+        failure(
+            emu.send(Req {
+                age: TimeDelta::minutes(20),
+                ..describe()
+            })
+            .await
+        ),
+        (400, "IllegalTimestamp".into())
+    );
+
+    // Unsigned, unknown action, wrong version.
+    let unsigned = emu
+        .http
+        .get(format!(
+            "{}/?Action=DescribeRegions&Version=2014-05-26",
+            emu.base
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(unsigned.status().as_u16(), 400);
+    let body: Value = unsigned.json().await.unwrap();
+    assert_eq!(body["Code"], "IncompleteSignature");
+    assert_eq!(
+        emu.fails("RunInstances", &[("RegionId", "cn-hangzhou")])
+            .await,
+        (404, "InvalidAction.NotFound".into())
+    );
+    let unsigned_v = emu
+        .http
+        .get(format!(
+            "{}/?Action=DescribeRegions&Version=2099-01-01",
+            emu.base
+        ))
+        .send()
+        .await
+        .unwrap();
+    let body: Value = unsigned_v.json().await.unwrap();
+    assert_eq!(body["Code"], "InvalidVersion");
+}
+
+#[tokio::test]
+async fn sts_credentials_from_assume_role_with_oidc() {
+    let emu = start(config(30.0, 1)).await;
+    let jwt = "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJ4In0.c2ln";
+    let form = |token: &'static str, duration: &'static str| {
+        vec![
+            ("RoleArn", "acs:ram::1234567890123456:role/image-operator"),
+            (
+                "OIDCProviderArn",
+                "acs:ram::1234567890123456:oidc-provider/ack-rrsa-x",
+            ),
+            ("OIDCToken", token),
+            ("RoleSessionName", "operator"),
+            ("DurationSeconds", duration),
+        ]
+    };
+    let (status, body) = emu.assume_role(&form(jwt, "900")).await;
+    assert_eq!(status, 200, "{body}");
+    let credentials = &body["Credentials"];
+    assert!(
+        credentials["AccessKeyId"]
+            .as_str()
+            .unwrap()
+            .starts_with("STS.")
+    );
+    assert!(body["AssumedRoleUser"]["Arn"].is_string());
+    let expiration = credentials["Expiration"].as_str().unwrap();
+    assert!(chrono::NaiveDateTime::parse_from_str(expiration, "%Y-%m-%dT%H:%M:%SZ").is_ok());
+    let sts = Creds {
+        id: credentials["AccessKeyId"].as_str().unwrap().into(),
+        secret: credentials["AccessKeySecret"].as_str().unwrap().into(),
+        token: Some(credentials["SecurityToken"].as_str().unwrap().into()),
+    };
+    for sig in [Sig::V3, Sig::V1Get, Sig::V1Post] {
+        let (status, body) = emu
+            .send(Req {
+                sig,
+                creds: sts.clone(),
+                ..req("DescribeRegions", &[])
+            })
+            .await;
+        assert_eq!(status, 200, "{body}");
+        let mismatched = Creds {
+            token: Some("CAISnot-the-token".into()),
+            ..sts.clone()
+        };
+        assert_eq!(
+            failure(
+                emu.send(Req {
+                    sig,
+                    creds: mismatched,
+                    ..req("DescribeRegions", &[])
+                })
+                .await
+            )
+            .1,
+            "InvalidSecurityToken.Malformed"
+        );
+        let long_term_with_token = Creds {
+            token: sts.token.clone(),
+            ..test_key()
+        };
+        assert_eq!(
+            failure(
+                emu.send(Req {
+                    sig,
+                    creds: long_term_with_token,
+                    ..req("DescribeRegions", &[])
+                })
+                .await
+            )
+            .1,
+            "InvalidSecurityToken.MismatchWithAccessKey"
+        );
+        let no_token = Creds {
+            token: None,
+            ..sts.clone()
+        };
+        assert_eq!(
+            failure(
+                emu.send(Req {
+                    sig,
+                    creds: no_token,
+                    ..req("DescribeRegions", &[])
+                })
+                .await
+            )
+            .1,
+            "MissingSecurityToken"
+        );
+    }
+
+    assert_eq!(
+        failure(emu.assume_role(&form("", "900")).await),
+        (401, "AuthenticationFail.OIDCToken.Invalid".into())
+    );
+    assert_eq!(
+        failure(emu.assume_role(&form("not-a-jwt", "900")).await),
+        (401, "AuthenticationFail.OIDCToken.Invalid".into())
+    );
+    assert_eq!(
+        failure(emu.assume_role(&form(jwt, "60")).await),
+        (400, "InvalidParameter.DurationSeconds".into())
+    );
+
+    // Short-lived credentials from the admin API expire.
+    let (status, short) = emu
+        .admin(
+            reqwest::Method::POST,
+            "sts-credentials",
+            Some(json!({ "durationSeconds": 1 })),
+        )
+        .await;
+    assert_eq!(status, 200);
+    let short = Creds {
+        id: short["Credentials"]["AccessKeyId"].as_str().unwrap().into(),
+        secret: short["Credentials"]["AccessKeySecret"]
+            .as_str()
+            .unwrap()
+            .into(),
+        token: Some(
+            short["Credentials"]["SecurityToken"]
+                .as_str()
+                .unwrap()
+                .into(),
+        ),
+    };
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    assert_eq!(
+        failure(
+            emu.send(Req {
+                creds: short,
+                ..req("DescribeRegions", &[])
+            })
+            .await
+        ),
+        (400, "InvalidSecurityToken.Expired".into())
+    );
+}
+
+#[tokio::test]
+async fn import_export_tasks_and_cancel_task() {
+    let emu = start(config(0.6, 1)).await;
+    let import = |bucket: &'static str| {
+        [
+            ("RegionId", "cn-hangzhou"),
+            ("DiskDeviceMapping.1.OSSBucket", bucket),
+            ("DiskDeviceMapping.1.OSSObject", "disk.qcow2"),
+            ("DiskDeviceMapping.1.Format", "QCOW2"),
+            ("Tag.1.Key", "imageops.dev/owner-uid"),
+            ("Tag.1.Value", "u1"),
+        ]
+    };
+    let first = emu.ok("ImportImage", &import("bucket-a")).await;
+    let second = emu.ok("ImportImage", &import("bucket-b")).await;
+    let task = |v: &Value| v["TaskId"].as_str().unwrap().to_string();
+    let (t1, t2) = (task(&first), task(&second));
+    let i1 = first["ImageId"].as_str().unwrap().to_string();
+    let i2 = second["ImageId"].as_str().unwrap().to_string();
+    assert!(t1.starts_with("t-"));
+
+    let attr = |id: String| {
+        let emu = &emu;
+        async move {
+            emu.ok(
+                "DescribeTaskAttribute",
+                &[("RegionId", "cn-hangzhou"), ("TaskId", &id)],
+            )
+            .await
+        }
+    };
+    let a1 = attr(t1.clone()).await;
+    assert_eq!(a1["TaskStatus"], "Processing");
+    assert_eq!(a1["SupportCancel"], "true");
+    assert_eq!(attr(t2.clone()).await["TaskStatus"], "Waiting");
+    assert_eq!(emu.image("cn-hangzhou", &i1).await.unwrap().0, "Creating");
+    assert_eq!(
+        emu.fails(
+            "DeleteImage",
+            &[("RegionId", "cn-hangzhou"), ("ImageId", &i1)]
+        )
+        .await,
+        (403, "ImageIsImporting".into())
+    );
+
+    emu.ok(
+        "CancelTask",
+        &[("RegionId", "cn-hangzhou"), ("TaskId", &t1)],
+    )
+    .await;
+    assert!(emu.image("cn-hangzhou", &i1).await.is_none());
+    assert_eq!(attr(t1.clone()).await["TaskStatus"], "Deleted");
+    assert_eq!(
+        emu.fails(
+            "CancelTask",
+            &[("RegionId", "cn-hangzhou"), ("TaskId", &t1)]
+        )
+        .await,
+        (403, "InvalidTaskId.IncorrectTaskStatus".into())
+    );
+    assert_eq!(
+        emu.fails(
+            "CancelTask",
+            &[("RegionId", "cn-hangzhou"), ("TaskId", "t-nope")]
+        )
+        .await,
+        (400, "InvalidTaskId.NotFound".into())
+    );
+    assert_eq!(
+        emu.fails(
+            "CancelTask",
+            &[("RegionId", "mars-1"), ("TaskId", "t-nope")]
+        )
+        .await,
+        (400, "InvalidRegionId.NotFound".into())
+    );
+    assert_eq!(
+        emu.fails("CancelTask", &[("RegionId", "cn-hangzhou")])
+            .await,
+        (400, "MissingParameter".into())
+    );
+
+    emu.wait_status("cn-hangzhou", &i2, "Available").await;
+    let listed = emu
+        .ok(
+            "DescribeTasks",
+            &[
+                ("RegionId", "cn-hangzhou"),
+                ("TaskAction", "ImportImage"),
+                ("TaskStatus", "Finished"),
+            ],
+        )
+        .await;
+    let tasks = listed["TaskSet"]["Task"].as_array().unwrap();
+    assert_eq!(tasks.len(), 1);
+    assert_eq!(tasks[0]["TaskId"], t2.as_str());
+    assert_eq!(tasks[0]["SupportCancel"], "false");
+    assert_eq!(tasks[0]["ResourceId"], i2.as_str());
+
+    let export = emu
+        .ok(
+            "ExportImage",
+            &[
+                ("RegionId", "cn-hangzhou"),
+                ("ImageId", &i2),
+                ("OSSBucket", "exports"),
+                ("OSSPrefix", "pre"),
+                ("ImageFormat", "qcow2"),
+            ],
+        )
+        .await;
+    let t3 = task(&export);
+    assert_eq!(
+        emu.fails(
+            "DeleteImage",
+            &[("RegionId", "cn-hangzhou"), ("ImageId", &i2)]
+        )
+        .await,
+        (403, "ImageIsExporting".into())
+    );
+    emu.admin(
+        reqwest::Method::POST,
+        "faults",
+        Some(json!({ "cancelTaskFailed": true })),
+    )
+    .await;
+    assert_eq!(
+        emu.fails(
+            "CancelTask",
+            &[("RegionId", "cn-hangzhou"), ("TaskId", &t3)]
+        )
+        .await,
+        (403, "CancelTaskFailed".into())
+    );
+    let a3 = attr(t3.clone()).await;
+    assert_eq!(a3["TaskAction"], "ExportImage");
+    let related =
+        &a3["OperationProgressSet"]["OperationProgress"][0]["RelatedItemSet"]["RelatedItem"];
+    assert_eq!(related[0]["Value"], "exports");
+    assert_eq!(
+        emu.fails(
+            "ExportImage",
+            &[
+                ("RegionId", "cn-hangzhou"),
+                ("ImageId", "m-nope"),
+                ("OSSBucket", "b")
+            ]
+        )
+        .await,
+        (404, "InvalidImageId.NotFound".into())
+    );
+}
+
+#[tokio::test]
+async fn tags_regions_and_admin_api() {
+    let emu = start(config(30.0, 1)).await;
+    emu.ok(
+        "TagResources",
+        &[
+            ("RegionId", "cn-hangzhou"),
+            ("ResourceType", "image"),
+            ("ResourceId.1", "m-demo0001"),
+            ("Tag.1.Key", "env"),
+            ("Tag.1.Value", "test"),
+        ],
+    )
+    .await;
+    let listed = emu
+        .ok(
+            "ListTagResources",
+            &[
+                ("RegionId", "cn-hangzhou"),
+                ("ResourceType", "image"),
+                ("Tag.1.Key", "env"),
+                ("Tag.1.Value", "test"),
+            ],
+        )
+        .await;
+    assert_eq!(
+        listed["TagResources"]["TagResource"],
+        json!([{ "ResourceId": "m-demo0001", "ResourceType": "image", "TagKey": "env", "TagValue": "test" }])
+    );
+    assert_eq!(
+        emu.fails(
+            "TagResources",
+            &[
+                ("RegionId", "cn-hangzhou"),
+                ("ResourceType", "image"),
+                ("ResourceId.1", "m-nope"),
+                ("Tag.1.Key", "env"),
+            ],
+        )
+        .await,
+        (404, "InvalidResourceId.NotFound".into())
+    );
+
+    let regions = emu
+        .ok("DescribeRegions", &[("AcceptLanguage", "en-US")])
+        .await;
+    let list = regions["Regions"]["Region"].as_array().unwrap();
+    assert!(list.iter().any(|r| r["RegionId"] == "ap-southeast-1"
+        && r["LocalName"] == "Singapore"
+        && r["Status"] == "available"));
+
+    // Out-of-band deletion, seen by DescribeImages and by the admin listing.
+    let copy = emu.copy("cn-shanghai", &[]).await;
+    let (status, _) = emu
+        .admin(
+            reqwest::Method::DELETE,
+            &format!("images/cn-shanghai/{copy}"),
+            None,
+        )
+        .await;
+    assert_eq!(status, 204);
+    assert!(emu.image("cn-shanghai", &copy).await.is_none());
+    let (_, images) = emu.admin(reqwest::Method::GET, "images", None).await;
+    assert_eq!(
+        images["images"],
+        json!([{
+            "regionId": "cn-hangzhou", "imageId": "m-demo0001", "imageName": "m-demo0001",
+            "status": "Available", "progress": "100%", "tags": { "env": "test" },
+            "isCopied": false, "sourceRegionId": "", "sourceImageId": "",
+            "creationTime": images["images"][0]["creationTime"],
+        }])
+    );
+    let (status, _) = emu
+        .admin(reqwest::Method::DELETE, "images/cn-shanghai/m-gone", None)
+        .await;
+    assert_eq!(status, 404);
+
+    // Faults.
+    emu.admin(
+        reqwest::Method::POST,
+        "faults",
+        Some(json!({ "throttleRate": 1.0 })),
+    )
+    .await;
+    let (status, body) = emu.send(req("DescribeRegions", &[])).await;
+    assert_eq!(
+        (status, body["Code"].as_str().unwrap()),
+        (400, "Throttling.User")
+    );
+    assert_eq!(
+        body["Message"],
+        "Request was denied due to user flow control."
+    );
+    emu.admin(
+        reqwest::Method::POST,
+        "faults",
+        Some(json!({ "throttleRate": 0.0, "errorRate": 1.0 })),
+    )
+    .await;
+    let (status, code) = failure(emu.send(req("DescribeRegions", &[])).await);
+    assert!(
+        (status, code.as_str()) == (503, "ServiceUnavailable")
+            || (status, code.as_str()) == (500, "InternalError")
+    );
+    let (status, _) = emu
+        .admin(
+            reqwest::Method::POST,
+            "faults",
+            Some(json!({ "errorRate": 2.0 })),
+        )
+        .await;
+    assert_eq!(status, 400);
+
+    // Every ECS request is counted, rejected ones included.
+    let (_, calls) = emu.admin(reqwest::Method::GET, "calls", None).await;
+    assert_eq!(calls["counts"]["DescribeRegions"], 3);
+    assert_eq!(calls["counts"]["TagResources"], 2);
+    let rejected: Vec<&Value> = calls["calls"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["code"] != "")
+        .collect();
+    assert_eq!(rejected.len(), 3);
+    assert_eq!(rejected[0]["action"], "TagResources");
+    assert_eq!(rejected[0]["regionId"], "cn-hangzhou");
+    assert!(rejected[0]["at"].is_string());
+    emu.admin(reqwest::Method::POST, "reset-calls", None).await;
+    let (_, calls) = emu.admin(reqwest::Method::GET, "calls", None).await;
+    assert_eq!(calls, json!({ "counts": {}, "calls": [] }));
+}
