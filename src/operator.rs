@@ -79,7 +79,9 @@ pub async fn run(args: RunArgs) -> ExitCode {
 fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,kube=warn"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     match format {
         LogFormat::Json => builder.json().init(),
         LogFormat::Text => builder.init(),
@@ -87,13 +89,17 @@ fn init_logging(format: LogFormat) {
 }
 
 async fn serve(args: RunArgs) -> Result<(), String> {
-    let client = Client::try_default().await.map_err(|e| format!("cannot reach Kubernetes: {e}"))?;
+    let client = Client::try_default()
+        .await
+        .map_err(|e| format!("cannot reach Kubernetes: {e}"))?;
     let metrics = Arc::new(Metrics::default());
 
     let default_credentials = match CredentialsProvider::from_env() {
         Ok(provider) => Some(provider),
         Err(e) => {
-            warn!("no operator-wide ECS credentials ({e}); only objects with spec.credentialsSecretRef can work");
+            warn!(
+                "no operator-wide ECS credentials ({e}); only objects with spec.credentialsSecretRef can work"
+            );
             None
         }
     };
@@ -122,7 +128,14 @@ async fn serve(args: RunArgs) -> Result<(), String> {
         stalled_retry: args.stalled_retry,
         ..Default::default()
     };
-    let ctx = Arc::new(Context::new(client.clone(), ecs, default_credentials, recorder, metrics.clone(), timing));
+    let ctx = Arc::new(Context::new(
+        client.clone(),
+        ecs,
+        default_credentials,
+        recorder,
+        metrics.clone(),
+        timing,
+    ));
 
     let ready = Arc::new(AtomicBool::new(false));
     let listener = tokio::net::TcpListener::bind(args.metrics_addr)
@@ -140,7 +153,10 @@ async fn serve(args: RunArgs) -> Result<(), String> {
     // Scripts and tests read the bound address from this line.
     println!("metrics on http://{local}");
     let server = tokio::spawn(async move {
-        if let Err(e) = axum::serve(listener, app).with_graceful_shutdown(shutdown_signal()).await {
+        if let Err(e) = axum::serve(listener, app)
+            .with_graceful_shutdown(shutdown_signal())
+            .await
+        {
             error!("metrics server: {e}");
         }
     });
@@ -154,7 +170,10 @@ async fn serve(args: RunArgs) -> Result<(), String> {
         .await
         .map_err(|e| format!("cannot list ImageCopy objects (is the CRD installed? `ecs-image-operator crd | kubectl apply -f -`): {e}"))?;
     ready.store(true, Ordering::SeqCst);
-    info!(namespace = args.namespace.as_deref().unwrap_or("*"), "controller started");
+    info!(
+        namespace = args.namespace.as_deref().unwrap_or("*"),
+        "controller started"
+    );
 
     Controller::new(api, watcher::Config::default().any_semantic())
         .with_config(ControllerConfig::default().concurrency(args.concurrency))
@@ -176,7 +195,15 @@ struct HttpState {
 
 async fn metrics_handler(State(state): State<HttpState>) -> impl IntoResponse {
     match state.metrics.encode() {
-        Ok(text) => (StatusCode::OK, [("content-type", "application/openmetrics-text; version=1.0.0; charset=utf-8")], text).into_response(),
+        Ok(text) => (
+            StatusCode::OK,
+            [(
+                "content-type",
+                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            )],
+            text,
+        )
+            .into_response(),
         Err(_) => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
     }
 }
@@ -193,13 +220,14 @@ async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
-        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(s) => s,
-            Err(_) => {
-                let _ = ctrl_c.await;
-                return;
-            }
-        };
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
         tokio::select! {
             _ = ctrl_c => {},
             _ = term.recv() => {},

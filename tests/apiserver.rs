@@ -30,7 +30,10 @@ async fn apiserver_is_the_real_kubernetes_release() {
     let client = support::apiserver().client().await;
     let version = client.apiserver_version().await.expect("GET /version");
     assert_eq!(version.git_version, "v1.34.3");
-    assert_eq!((version.major.as_str(), version.minor.as_str()), ("1", "34"));
+    assert_eq!(
+        (version.major.as_str(), version.minor.as_str()),
+        ("1", "34")
+    );
 }
 
 #[tokio::test]
@@ -53,7 +56,10 @@ async fn crd_schema_defaults_status_and_finalizer_work_against_the_real_apiserve
 
     let mut obj = image_copy("first");
     obj.metadata.finalizers = Some(vec!["imageops.dev/cleanup".into()]);
-    let created = api.create(&PostParams::default(), &obj).await.expect("create");
+    let created = api
+        .create(&PostParams::default(), &obj)
+        .await
+        .expect("create");
     assert_eq!(
         serde_json::to_value(created.spec.deletion_policy).unwrap(),
         json!("Delete"),
@@ -92,7 +98,9 @@ async fn crd_schema_defaults_status_and_finalizer_work_against_the_real_apiserve
     assert_eq!(seen.status.unwrap().image_id.as_deref(), Some("m-abc"));
 
     // The finalizer holds the object after delete until it is removed.
-    api.delete("first", &DeleteParams::default()).await.expect("delete");
+    api.delete("first", &DeleteParams::default())
+        .await
+        .expect("delete");
     tokio::time::sleep(Duration::from_millis(500)).await;
     let held = api.get("first").await.expect("still there");
     assert!(held.metadata.deletion_timestamp.is_some());

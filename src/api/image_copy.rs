@@ -58,7 +58,10 @@ pub struct ImageCopySpec {
     /// digits, `.`, `:`, `_` and `-` allowed; not starting with `aliyun` or `acs:`; no `http://`
     /// or `https://`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(min = 2, max = 128), regex(pattern = r"^[a-zA-Z\p{Han}][a-zA-Z0-9\p{Han}.:_-]*$"))]
+    #[schemars(
+        length(min = 2, max = 128),
+        regex(pattern = r"^[a-zA-Z\p{Han}][a-zA-Z0-9\p{Han}.:_-]*$")
+    )]
     #[x_kube(
         validation = Rule::new("!self.startsWith('aliyun') && !self.startsWith('acs:')").message("spec.destinationImageName must not start with aliyun or acs:"),
         validation = Rule::new("!self.contains('http://') && !self.contains('https://')").message("spec.destinationImageName must not contain http:// or https://")
@@ -108,7 +111,9 @@ pub struct ImageCopySpec {
     pub credentials_secret_ref: Option<SecretReference>,
 }
 
-#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, schemars::JsonSchema)]
+#[derive(
+    Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, schemars::JsonSchema,
+)]
 pub enum DeletionPolicy {
     #[default]
     Delete,

@@ -18,7 +18,12 @@ pub struct Wanted {
 }
 
 impl Wanted {
-    pub fn new(type_: &'static str, status: bool, reason: &str, message: impl Into<String>) -> Self {
+    pub fn new(
+        type_: &'static str,
+        status: bool,
+        reason: &str,
+        message: impl Into<String>,
+    ) -> Self {
         Wanted {
             type_,
             status,
@@ -30,7 +35,12 @@ impl Wanted {
 
 /// Merges `wanted` into `previous`: a condition keeps its `lastTransitionTime` unless its status
 /// changed. Conditions of other types in `previous` are kept as they are.
-pub fn merge(previous: &[Condition], wanted: &[Wanted], generation: Option<i64>, now: &Time) -> Vec<Condition> {
+pub fn merge(
+    previous: &[Condition],
+    wanted: &[Wanted],
+    generation: Option<i64>,
+    now: &Time,
+) -> Vec<Condition> {
     let mut merged: Vec<Condition> = previous
         .iter()
         .filter(|c| !wanted.iter().any(|w| w.type_ == c.type_))
@@ -75,11 +85,26 @@ mod tests {
 
     #[test]
     fn transition_time_moves_only_when_status_flips() {
-        let first = merge(&[], &[Wanted::new(READY, false, "Copying", "12%")], Some(1), &at(10));
-        let same = merge(&first, &[Wanted::new(READY, false, "Copying", "50%")], Some(1), &at(20));
+        let first = merge(
+            &[],
+            &[Wanted::new(READY, false, "Copying", "12%")],
+            Some(1),
+            &at(10),
+        );
+        let same = merge(
+            &first,
+            &[Wanted::new(READY, false, "Copying", "50%")],
+            Some(1),
+            &at(20),
+        );
         assert_eq!(same[0].last_transition_time, at(10));
         assert_eq!(same[0].message, "50%");
-        let flipped = merge(&same, &[Wanted::new(READY, true, "Available", "")], Some(1), &at(30));
+        let flipped = merge(
+            &same,
+            &[Wanted::new(READY, true, "Available", "")],
+            Some(1),
+            &at(30),
+        );
         assert_eq!(flipped[0].last_transition_time, at(30));
         assert_eq!(flipped[0].status, "True");
     }
@@ -87,7 +112,12 @@ mod tests {
     #[test]
     fn other_condition_types_are_kept() {
         let prev = merge(&[], &[Wanted::new(STALLED, false, "Ok", "")], None, &at(1));
-        let next = merge(&prev, &[Wanted::new(READY, true, "Available", "")], None, &at(2));
+        let next = merge(
+            &prev,
+            &[Wanted::new(READY, true, "Available", "")],
+            None,
+            &at(2),
+        );
         assert_eq!(next.len(), 2);
         assert!(is_true(&next, READY));
         assert!(!is_true(&next, STALLED));

@@ -16,7 +16,11 @@ pub struct ObjectEcs {
 
 /// Resolves credentials for an object in `namespace`. Errors are terminal for the object
 /// (`Stalled` with the reason) until the Secret or the operator's configuration changes.
-pub async fn for_object(ctx: &Context, namespace: &str, secret_name: Option<&str>) -> Result<ObjectEcs, Error> {
+pub async fn for_object(
+    ctx: &Context,
+    namespace: &str,
+    secret_name: Option<&str>,
+) -> Result<ObjectEcs, Error> {
     let provider = match secret_name {
         Some(name) => {
             let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), namespace);
@@ -36,10 +40,13 @@ pub async fn for_object(ctx: &Context, namespace: &str, secret_name: Option<&str
             message: "the operator has no credentials of its own (ALIBABA_CLOUD_ACCESS_KEY_ID/SECRET or RRSA) and the object names no spec.credentialsSecretRef".into(),
         })?,
     };
-    let credentials = provider.credentials().await.map_err(|e| Error::Credentials {
-        reason: "CredentialsUnavailable",
-        message: e.to_string(),
-    })?;
+    let credentials = provider
+        .credentials()
+        .await
+        .map_err(|e| Error::Credentials {
+            reason: "CredentialsUnavailable",
+            message: e.to_string(),
+        })?;
     Ok(ObjectEcs {
         client: ctx.ecs.with_credentials(provider),
         access_key_id: credentials.access_key_id().to_string(),

@@ -56,7 +56,12 @@ impl RegionListings {
 
     /// The region's listing, fetched only if the shared one is older than `max_age`. Concurrent
     /// callers of one region wait for a single fetch instead of each making their own.
-    pub async fn get(&self, ecs: &EcsClient, access_key_id: &str, region: &str) -> Result<Arc<Listing>, EcsError> {
+    pub async fn get(
+        &self,
+        ecs: &EcsClient,
+        access_key_id: &str,
+        region: &str,
+    ) -> Result<Arc<Listing>, EcsError> {
         let slot = {
             let mut slots = self.slots.lock().unwrap_or_else(|e| e.into_inner());
             slots
@@ -84,7 +89,10 @@ impl RegionListings {
             .await?;
         let listing = Arc::new(Listing {
             taken_at,
-            images: images.into_iter().map(|i| (i.image_id.clone(), i)).collect(),
+            images: images
+                .into_iter()
+                .map(|i| (i.image_id.clone(), i))
+                .collect(),
         });
         slot.fetched = Some((Instant::now(), listing.clone()));
         Ok(listing)

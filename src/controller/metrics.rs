@@ -60,12 +60,26 @@ impl Default for Metrics {
         let reconciles = Family::<KindLabels, Counter>::default();
         registry.register("reconciles", "Reconciliations run", reconciles.clone());
         let errors = Family::<ErrorLabels, Counter>::default();
-        registry.register("reconcile_errors", "Reconciliations that hit an error, by error code", errors.clone());
+        registry.register(
+            "reconcile_errors",
+            "Reconciliations that hit an error, by error code",
+            errors.clone(),
+        );
         let ecs_calls = Family::<CallLabels, Counter>::default();
-        registry.register("ecs_calls", "ECS API calls (HTTP attempts) by action and result", ecs_calls.clone());
+        registry.register(
+            "ecs_calls",
+            "ECS API calls (HTTP attempts) by action and result",
+            ecs_calls.clone(),
+        );
         let in_flight = Family::<RegionLabels, Gauge>::default();
-        registry.register("copies_in_flight", "Image copies queued or running, by destination region", in_flight.clone());
-        let copy_duration = Family::<RegionPairLabels, Histogram>::new_with_constructor(|| Histogram::new(exponential_buckets(15.0, 2.0, 12)));
+        registry.register(
+            "copies_in_flight",
+            "Image copies queued or running, by destination region",
+            in_flight.clone(),
+        );
+        let copy_duration = Family::<RegionPairLabels, Histogram>::new_with_constructor(|| {
+            Histogram::new(exponential_buckets(15.0, 2.0, 12))
+        });
         registry.register(
             "copy_duration_seconds",
             "Time from CopyImage to an Available destination image, by region pair",
@@ -85,7 +99,9 @@ impl Default for Metrics {
 
 impl Metrics {
     pub fn reconciled(&self, kind: &str) {
-        self.reconciles.get_or_create(&KindLabels { kind: kind.into() }).inc();
+        self.reconciles
+            .get_or_create(&KindLabels { kind: kind.into() })
+            .inc();
     }
 
     pub fn failed(&self, kind: &str, code: &str) {
@@ -99,17 +115,26 @@ impl Metrics {
 
     /// Marks a copy as in flight to `region` (or, with `None`, as no longer in flight).
     pub fn set_in_flight(&self, uid: &str, region: Option<&str>) {
-        let mut objects = self.in_flight_objects.lock().unwrap_or_else(|e| e.into_inner());
+        let mut objects = self
+            .in_flight_objects
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
         let before = objects.get(uid).cloned();
         if before.as_deref() == region {
             return;
         }
         if let Some(old) = before {
-            self.in_flight.get_or_create(&RegionLabels { region: old }).dec();
+            self.in_flight
+                .get_or_create(&RegionLabels { region: old })
+                .dec();
             objects.remove(uid);
         }
         if let Some(region) = region {
-            self.in_flight.get_or_create(&RegionLabels { region: region.into() }).inc();
+            self.in_flight
+                .get_or_create(&RegionLabels {
+                    region: region.into(),
+                })
+                .inc();
             objects.insert(uid.to_string(), region.to_string());
         }
     }
@@ -157,16 +182,29 @@ mod tests {
         metrics.set_in_flight("b", Some("cn-shanghai"));
         metrics.set_in_flight("a", None);
         let text = metrics.encode().unwrap();
-        assert!(text.contains(r#"ecs_image_operator_copies_in_flight{region="cn-shanghai"} 1"#), "{text}");
+        assert!(
+            text.contains(r#"ecs_image_operator_copies_in_flight{region="cn-shanghai"} 1"#),
+            "{text}"
+        );
     }
 
     #[test]
     fn ecs_calls_are_counted_by_action_and_result() {
         let metrics = Metrics::default();
         metrics.observe("CopyImage", "cn-hangzhou", Ok(()), Duration::ZERO);
-        metrics.observe("CopyImage", "cn-hangzhou", Err("Throttling.User"), Duration::ZERO);
+        metrics.observe(
+            "CopyImage",
+            "cn-hangzhou",
+            Err("Throttling.User"),
+            Duration::ZERO,
+        );
         let text = metrics.encode().unwrap();
-        assert!(text.contains(r#"ecs_image_operator_ecs_calls_total{action="CopyImage",result="ok"} 1"#), "{text}");
+        assert!(
+            text.contains(
+                r#"ecs_image_operator_ecs_calls_total{action="CopyImage",result="ok"} 1"#
+            ),
+            "{text}"
+        );
         assert!(text.contains(r#"result="Throttling.User"} 1"#), "{text}");
     }
 }

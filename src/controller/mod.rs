@@ -93,7 +93,10 @@ impl Context {
     }
 
     pub fn reset_failures(&self, uid: &str) {
-        self.failures.lock().unwrap_or_else(|e| e.into_inner()).remove(uid);
+        self.failures
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(uid);
     }
 }
 
@@ -107,7 +110,10 @@ pub enum Error {
     #[error("object has no {0}")]
     MissingObjectField(&'static str),
     #[error("credentials: {reason}: {message}")]
-    Credentials { reason: &'static str, message: String },
+    Credentials {
+        reason: &'static str,
+        message: String,
+    },
     /// Not a failure: the finalizer stays until ECS finishes a copy it could not cancel.
     #[error("waiting for the copy of {0} to finish; ECS cannot cancel it")]
     WaitingForCopy(String),

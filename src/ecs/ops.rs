@@ -42,7 +42,10 @@ impl Params {
     fn tags(&mut self, prefix: &str, tags: &[(String, String)]) {
         for (index, (key, value)) in tags.iter().enumerate() {
             self.set(&format!("{prefix}.{}.Key", index + 1), key.as_str());
-            self.opt(&format!("{prefix}.{}.Value", index + 1), Some(value.as_str()));
+            self.opt(
+                &format!("{prefix}.{}.Value", index + 1),
+                Some(value.as_str()),
+            );
         }
     }
 

@@ -4,8 +4,6 @@
 //! The harness runs with `--exit-on-stdin-eof` and its stdin is a pipe owned by this process, so
 //! it goes away with the test binary however that ends (pass, panic, or kill).
 
-
-
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Stdio};
@@ -81,10 +79,12 @@ impl Apiserver {
         match lines.next() {
             Some(Ok(line)) if line.trim() == "ready" => {}
             other => {
-                let log = std::fs::read_to_string(dir.path().join("apiserver.log"))
-                    .unwrap_or_default();
+                let log =
+                    std::fs::read_to_string(dir.path().join("apiserver.log")).unwrap_or_default();
                 let tail: String = log.lines().rev().take(30).collect::<Vec<_>>().join("\n");
-                panic!("kube-harness did not become ready ({other:?}); log tail (reversed):\n{tail}");
+                panic!(
+                    "kube-harness did not become ready ({other:?}); log tail (reversed):\n{tail}"
+                );
             }
         }
         Apiserver {

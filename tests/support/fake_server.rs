@@ -1,8 +1,6 @@
 //! A scripted HTTP server on 127.0.0.1 standing in for ECS or STS in client tests: it records
 //! every request and answers from a queue (then with a default success).
 
-
-
 use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};

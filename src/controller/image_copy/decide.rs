@@ -104,7 +104,11 @@ pub enum CleanupStep {
 }
 
 /// `image` is the destination image as ECS shows it now (`None`: it does not exist).
-pub fn decide_cleanup(policy: DeletionPolicy, status: &ImageCopyStatus, image: Option<&ImageSnapshot>) -> CleanupStep {
+pub fn decide_cleanup(
+    policy: DeletionPolicy,
+    status: &ImageCopyStatus,
+    image: Option<&ImageSnapshot>,
+) -> CleanupStep {
     let Some(image) = image else {
         return CleanupStep::Done;
     };
@@ -139,7 +143,9 @@ pub enum CancelRefusal {
 
 pub fn classify_cancel_error(code: &str, message: &str) -> CancelRefusal {
     match code {
-        "IncorrectImageStatus" if message.to_ascii_lowercase().contains("fail") => CancelRefusal::NothingToCancel,
+        "IncorrectImageStatus" if message.to_ascii_lowercase().contains("fail") => {
+            CancelRefusal::NothingToCancel
+        }
         "IncorrectImageStatus" => CancelRefusal::AlreadyFinished,
         "InvalidImageId.NotFound" => CancelRefusal::NothingToCancel,
         "CancelNotSupported" => CancelRefusal::NotSupported,
@@ -177,20 +183,39 @@ impl Notice {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Outcome {
     /// CopyImage returned `image_id`; nothing observed yet.
-    CopyStarted { image_id: String },
+    CopyStarted {
+        image_id: String,
+    },
     Observed(ImageSnapshot),
     /// The recorded image vanished; a new copy will be made.
-    Lost { image_id: String },
+    Lost {
+        image_id: String,
+    },
     /// A terminal error: `code` is the ECS error code (or our own reason).
-    Stalled { code: String, message: String },
+    Stalled {
+        code: String,
+        message: String,
+    },
     /// A retryable error; the copy goes on.
-    Retrying { code: String, message: String },
+    Retrying {
+        code: String,
+        message: String,
+    },
     /// Being deleted.
-    Deleting { phase: CopyPhase, reason: &'static str, message: String },
+    Deleting {
+        phase: CopyPhase,
+        reason: &'static str,
+        message: String,
+    },
 }
 
 /// The status after `outcome`, plus the events worth publishing. Pure: `now` is passed in.
-pub fn next_status(previous: &ImageCopyStatus, generation: Option<i64>, outcome: &Outcome, now: &Time) -> (ImageCopyStatus, Vec<Notice>) {
+pub fn next_status(
+    previous: &ImageCopyStatus,
+    generation: Option<i64>,
+    outcome: &Outcome,
+    now: &Time,
+) -> (ImageCopyStatus, Vec<Notice>) {
     let mut status = previous.clone();
     status.observed_generation = generation;
     let mut notices = Vec::new();
@@ -203,10 +228,18 @@ pub fn next_status(previous: &ImageCopyStatus, generation: Option<i64>, outcome:
             status.progress = Some("0%".into());
             status.start_time = Some(now.clone());
             status.completion_time = None;
-            notices.push(Notice::normal("CopyStarted", format!("CopyImage started destination image {image_id}")));
+            notices.push(Notice::normal(
+                "CopyStarted",
+                format!("CopyImage started destination image {image_id}"),
+            ));
             wanted = vec![
                 Wanted::new(READY, false, "Copying", format!("copying to {image_id}")),
-                Wanted::new(RECONCILING, true, "Copying", format!("copying to {image_id}")),
+                Wanted::new(
+                    RECONCILING,
+                    true,
+                    "Copying",
+                    format!("copying to {image_id}"),
+                ),
                 Wanted::new(STALLED, false, "Progressing", ""),
                 Wanted::new(QUEUED, false, "Copying", ""),
             ];
@@ -226,25 +259,60 @@ pub fn next_status(previous: &ImageCopyStatus, generation: Option<i64>, outcome:
                     status.phase = Some(CopyPhase::Queued);
                     status.progress = Some(image.progress.clone().unwrap_or_else(|| "0%".into()));
                     if previous_phase != Some(CopyPhase::Queued) {
-                        notices.push(Notice::normal("Queued", format!("ECS queued the copy to {id} behind other copies to this region")));
+                        notices.push(Notice::normal(
+                            "Queued",
+                            format!(
+                                "ECS queued the copy to {id} behind other copies to this region"
+                            ),
+                        ));
                     }
                     wanted = vec![
-                        Wanted::new(READY, false, "Queued", "waiting for other copies to the destination region"),
-                        Wanted::new(RECONCILING, true, "Queued", "waiting for other copies to the destination region"),
+                        Wanted::new(
+                            READY,
+                            false,
+                            "Queued",
+                            "waiting for other copies to the destination region",
+                        ),
+                        Wanted::new(
+                            RECONCILING,
+                            true,
+                            "Queued",
+                            "waiting for other copies to the destination region",
+                        ),
                         Wanted::new(STALLED, false, "Progressing", ""),
-                        Wanted::new(QUEUED, true, "Waiting", "ECS reports the destination image as Waiting"),
+                        Wanted::new(
+                            QUEUED,
+                            true,
+                            "Waiting",
+                            "ECS reports the destination image as Waiting",
+                        ),
                     ];
                 }
                 ImageState::Creating => {
                     let progress = image.progress.clone().unwrap_or_else(|| "0%".into());
                     status.phase = Some(CopyPhase::Copying);
-                    if let Some(step) = progress_step_crossed(previous.progress.as_deref(), &progress) {
-                        notices.push(Notice::normal("Progress", format!("copy to {id} at {step}%")));
+                    if let Some(step) =
+                        progress_step_crossed(previous.progress.as_deref(), &progress)
+                    {
+                        notices.push(Notice::normal(
+                            "Progress",
+                            format!("copy to {id} at {step}%"),
+                        ));
                     }
                     status.progress = Some(progress.clone());
                     wanted = vec![
-                        Wanted::new(READY, false, "Copying", format!("copying to {id}: {progress}")),
-                        Wanted::new(RECONCILING, true, "Copying", format!("copying to {id}: {progress}")),
+                        Wanted::new(
+                            READY,
+                            false,
+                            "Copying",
+                            format!("copying to {id}: {progress}"),
+                        ),
+                        Wanted::new(
+                            RECONCILING,
+                            true,
+                            "Copying",
+                            format!("copying to {id}: {progress}"),
+                        ),
                         Wanted::new(STALLED, false, "Progressing", ""),
                         Wanted::new(QUEUED, false, "Copying", ""),
                     ];
@@ -256,13 +324,21 @@ pub fn next_status(previous: &ImageCopyStatus, generation: Option<i64>, outcome:
                         status.completion_time = Some(now.clone());
                     }
                     if previous_phase != Some(CopyPhase::Available) {
-                        notices.push(Notice::normal("Available", format!("destination image {id} is Available")));
+                        notices.push(Notice::normal(
+                            "Available",
+                            format!("destination image {id} is Available"),
+                        ));
                     }
                     let ready = image.usable != Some(false);
                     let (reason, message) = if ready {
                         ("Available", format!("destination image {id} is Available"))
                     } else {
-                        ("NotUsable", format!("destination image {id} is Available but ECS reports it as not usable"))
+                        (
+                            "NotUsable",
+                            format!(
+                                "destination image {id} is Available but ECS reports it as not usable"
+                            ),
+                        )
                     };
                     wanted = vec![
                         Wanted::new(READY, ready, reason, message),
@@ -292,7 +368,8 @@ pub fn next_status(previous: &ImageCopyStatus, generation: Option<i64>, outcome:
             status.progress = None;
             status.start_time = None;
             status.completion_time = None;
-            let message = format!("destination image {image_id} no longer exists in ECS; copying again");
+            let message =
+                format!("destination image {image_id} no longer exists in ECS; copying again");
             notices.push(Notice::warning("DestinationImageMissing", message.clone()));
             wanted = vec![
                 Wanted::new(READY, false, "DestinationImageMissing", message.clone()),
@@ -319,11 +396,20 @@ pub fn next_status(previous: &ImageCopyStatus, generation: Option<i64>, outcome:
                 status.phase = Some(CopyPhase::Pending);
             }
             wanted = vec![
-                Wanted::new(RECONCILING, true, code.as_str(), format!("retrying after {code}: {message}")),
+                Wanted::new(
+                    RECONCILING,
+                    true,
+                    code.as_str(),
+                    format!("retrying after {code}: {message}"),
+                ),
                 Wanted::new(STALLED, false, "Retrying", ""),
             ];
         }
-        Outcome::Deleting { phase, reason, message } => {
+        Outcome::Deleting {
+            phase,
+            reason,
+            message,
+        } => {
             status.phase = Some(*phase);
             wanted = vec![
                 Wanted::new(READY, false, "Deleting", message.clone()),
@@ -346,6 +432,16 @@ pub fn progress_step_crossed(previous: Option<&str>, current: &str) -> Option<u8
     (now / 10 > before / 10 && now < 100).then_some(now / 10 * 10)
 }
 
+/// The ClientToken of the `attempt`-th copy (0-based): the UID first, then `UID-n`, so a
+/// retried CopyImage returns the same image while a copy made again after a loss is new.
+pub fn client_token(uid: &str, attempt: i32) -> String {
+    if attempt == 0 {
+        uid.to_string()
+    } else {
+        format!("{uid}-{attempt}")
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -364,17 +460,26 @@ mod tests {
         }
     }
 
-    fn cond<'a>(s: &'a ImageCopyStatus, t: &str) -> &'a k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition {
+    fn cond<'a>(
+        s: &'a ImageCopyStatus,
+        t: &str,
+    ) -> &'a k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition {
         conditions::find(&s.conditions, t).expect("condition present")
     }
 
     #[test]
     fn no_owned_image_means_copy_and_an_owned_one_is_adopted() {
-        assert_eq!(decide_apply(&Observation::Lookup(None)), ApplyStep::StartCopy);
+        assert_eq!(
+            decide_apply(&Observation::Lookup(None)),
+            ApplyStep::StartCopy
+        );
         let owned = image(ImageState::Creating, "30%");
         assert_eq!(
             decide_apply(&Observation::Lookup(Some(owned.clone()))),
-            ApplyStep::Follow { image: owned, adopted: true }
+            ApplyStep::Follow {
+                image: owned,
+                adopted: true
+            }
         );
     }
 
@@ -386,9 +491,18 @@ mod tests {
 
     #[test]
     fn copy_started_records_the_image_before_any_waiting() {
-        let (status, notices) = next_status(&ImageCopyStatus::default(), Some(3), &Outcome::CopyStarted { image_id: "m-new".into() }, &now());
+        let (status, notices) = next_status(
+            &ImageCopyStatus::default(),
+            Some(3),
+            &Outcome::CopyStarted {
+                image_id: "m-new".into(),
+            },
+            &now(),
+        );
         assert_eq!(status.image_id.as_deref(), Some("m-new"));
         assert_eq!(status.copy_attempts, Some(1));
+        assert_eq!(client_token("uid", 0), "uid");
+        assert_eq!(client_token("uid", 1), "uid-1");
         assert_eq!(status.observed_generation, Some(3));
         assert_eq!(status.start_time, Some(now()));
         assert_eq!(notices[0].reason, "CopyStarted");
@@ -398,24 +512,44 @@ mod tests {
 
     #[test]
     fn waiting_is_queued_creating_is_copying_available_is_ready() {
-        let (queued, n1) = next_status(&ImageCopyStatus::default(), None, &Outcome::Observed(image(ImageState::Waiting, "0%")), &now());
+        let (queued, n1) = next_status(
+            &ImageCopyStatus::default(),
+            None,
+            &Outcome::Observed(image(ImageState::Waiting, "0%")),
+            &now(),
+        );
         assert_eq!(queued.phase, Some(CopyPhase::Queued));
         assert_eq!(cond(&queued, QUEUED).status, "True");
         assert_eq!(n1[0].reason, "Queued");
 
-        let (copying, _) = next_status(&queued, None, &Outcome::Observed(image(ImageState::Creating, "45%")), &now());
+        let (copying, _) = next_status(
+            &queued,
+            None,
+            &Outcome::Observed(image(ImageState::Creating, "45%")),
+            &now(),
+        );
         assert_eq!(copying.phase, Some(CopyPhase::Copying));
         assert_eq!(copying.progress.as_deref(), Some("45%"));
         assert_eq!(cond(&copying, QUEUED).status, "False");
 
-        let (done, n3) = next_status(&copying, None, &Outcome::Observed(image(ImageState::Available, "100%")), &now());
+        let (done, n3) = next_status(
+            &copying,
+            None,
+            &Outcome::Observed(image(ImageState::Available, "100%")),
+            &now(),
+        );
         assert_eq!(done.phase, Some(CopyPhase::Available));
         assert_eq!(cond(&done, READY).status, "True");
         assert_eq!(cond(&done, RECONCILING).status, "False");
         assert!(done.completion_time.is_some());
         assert_eq!(n3[0].reason, "Available");
 
-        let (again, n4) = next_status(&done, None, &Outcome::Observed(image(ImageState::Available, "100%")), &now());
+        let (again, n4) = next_status(
+            &done,
+            None,
+            &Outcome::Observed(image(ImageState::Available, "100%")),
+            &now(),
+        );
         assert!(n4.is_empty(), "no repeated Available event");
         assert_eq!(again.conditions, done.conditions);
     }
@@ -424,14 +558,24 @@ mod tests {
     fn available_but_not_usable_is_not_ready() {
         let mut img = image(ImageState::Available, "100%");
         img.usable = Some(false);
-        let (status, _) = next_status(&ImageCopyStatus::default(), None, &Outcome::Observed(img), &now());
+        let (status, _) = next_status(
+            &ImageCopyStatus::default(),
+            None,
+            &Outcome::Observed(img),
+            &now(),
+        );
         assert_eq!(cond(&status, READY).status, "False");
         assert_eq!(cond(&status, READY).reason, "NotUsable");
     }
 
     #[test]
     fn create_failed_stalls() {
-        let (status, notices) = next_status(&ImageCopyStatus::default(), None, &Outcome::Observed(image(ImageState::Failed("CreateFailed".into()), "10%")), &now());
+        let (status, notices) = next_status(
+            &ImageCopyStatus::default(),
+            None,
+            &Outcome::Observed(image(ImageState::Failed("CreateFailed".into()), "10%")),
+            &now(),
+        );
         assert_eq!(status.phase, Some(CopyPhase::Failed));
         assert_eq!(cond(&status, STALLED).status, "True");
         assert!(notices[0].warning);
@@ -439,7 +583,10 @@ mod tests {
 
     #[test]
     fn terminal_error_stalls_with_the_ecs_code_and_warns_once() {
-        let outcome = Outcome::Stalled { code: "InvalidImageId.NotFound".into(), message: "The specified ImageId does not exist.".into() };
+        let outcome = Outcome::Stalled {
+            code: "InvalidImageId.NotFound".into(),
+            message: "The specified ImageId does not exist.".into(),
+        };
         let (first, n1) = next_status(&ImageCopyStatus::default(), None, &outcome, &now());
         assert_eq!(first.phase, Some(CopyPhase::Failed));
         assert_eq!(cond(&first, STALLED).reason, "InvalidImageId.NotFound");
@@ -450,7 +597,10 @@ mod tests {
 
     #[test]
     fn transient_error_keeps_reconciling() {
-        let outcome = Outcome::Retrying { code: "Throttling.User".into(), message: "flow control".into() };
+        let outcome = Outcome::Retrying {
+            code: "Throttling.User".into(),
+            message: "flow control".into(),
+        };
         let (status, notices) = next_status(&ImageCopyStatus::default(), None, &outcome, &now());
         assert_eq!(cond(&status, RECONCILING).status, "True");
         assert_eq!(cond(&status, STALLED).status, "False");
@@ -459,8 +609,20 @@ mod tests {
 
     #[test]
     fn lost_image_is_forgotten_and_announced() {
-        let (copying, _) = next_status(&ImageCopyStatus::default(), None, &Outcome::Observed(image(ImageState::Available, "100%")), &now());
-        let (status, notices) = next_status(&copying, None, &Outcome::Lost { image_id: "m-dest".into() }, &now());
+        let (copying, _) = next_status(
+            &ImageCopyStatus::default(),
+            None,
+            &Outcome::Observed(image(ImageState::Available, "100%")),
+            &now(),
+        );
+        let (status, notices) = next_status(
+            &copying,
+            None,
+            &Outcome::Lost {
+                image_id: "m-dest".into(),
+            },
+            &now(),
+        );
         assert_eq!(status.image_id, None);
         assert_eq!(status.phase, Some(CopyPhase::Pending));
         assert_eq!(notices[0].reason, "DestinationImageMissing");
@@ -472,7 +634,11 @@ mod tests {
         assert_eq!(progress_step_crossed(Some("12%"), "19%"), None);
         assert_eq!(progress_step_crossed(Some("19%"), "41%"), Some(40));
         assert_eq!(progress_step_crossed(None, "3%"), None);
-        assert_eq!(progress_step_crossed(Some("95%"), "100%"), None, "Available announces 100%");
+        assert_eq!(
+            progress_step_crossed(Some("95%"), "100%"),
+            None,
+            "Available announces 100%"
+        );
     }
 
     #[test]
@@ -481,7 +647,9 @@ mod tests {
         for state in [ImageState::Waiting, ImageState::Creating] {
             assert_eq!(
                 decide_cleanup(DeletionPolicy::Retain, &status, Some(&image(state, "1%"))),
-                CleanupStep::Cancel { image_id: "m-dest".into() }
+                CleanupStep::Cancel {
+                    image_id: "m-dest".into()
+                }
             );
         }
     }
@@ -490,9 +658,22 @@ mod tests {
     fn cleanup_applies_the_policy_to_finished_copies() {
         let status = ImageCopyStatus::default();
         let done = image(ImageState::Available, "100%");
-        assert_eq!(decide_cleanup(DeletionPolicy::Delete, &status, Some(&done)), CleanupStep::Delete { image_id: "m-dest".into() });
-        assert_eq!(decide_cleanup(DeletionPolicy::Retain, &status, Some(&done)), CleanupStep::Retain { image_id: "m-dest".into() });
-        assert_eq!(decide_cleanup(DeletionPolicy::Delete, &status, None), CleanupStep::Done);
+        assert_eq!(
+            decide_cleanup(DeletionPolicy::Delete, &status, Some(&done)),
+            CleanupStep::Delete {
+                image_id: "m-dest".into()
+            }
+        );
+        assert_eq!(
+            decide_cleanup(DeletionPolicy::Retain, &status, Some(&done)),
+            CleanupStep::Retain {
+                image_id: "m-dest".into()
+            }
+        );
+        assert_eq!(
+            decide_cleanup(DeletionPolicy::Delete, &status, None),
+            CleanupStep::Done
+        );
     }
 
     #[test]
@@ -500,32 +681,54 @@ mod tests {
         let (status, _) = next_status(
             &ImageCopyStatus::default(),
             None,
-            &Outcome::Deleting { phase: CopyPhase::Cancelling, reason: CANCEL_NOT_SUPPORTED, message: "cannot cancel".into() },
+            &Outcome::Deleting {
+                phase: CopyPhase::Cancelling,
+                reason: CANCEL_NOT_SUPPORTED,
+                message: "cannot cancel".into(),
+            },
             &now(),
         );
-        assert_eq!(decide_cleanup(DeletionPolicy::Delete, &status, Some(&image(ImageState::Creating, "50%"))), CleanupStep::WaitForCopy);
         assert_eq!(
-            decide_cleanup(DeletionPolicy::Delete, &status, Some(&image(ImageState::Available, "100%"))),
-            CleanupStep::Delete { image_id: "m-dest".into() }
+            decide_cleanup(
+                DeletionPolicy::Delete,
+                &status,
+                Some(&image(ImageState::Creating, "50%"))
+            ),
+            CleanupStep::WaitForCopy
+        );
+        assert_eq!(
+            decide_cleanup(
+                DeletionPolicy::Delete,
+                &status,
+                Some(&image(ImageState::Available, "100%"))
+            ),
+            CleanupStep::Delete {
+                image_id: "m-dest".into()
+            }
         );
     }
 
     #[test]
     fn cancel_errors_are_classified_per_the_docs() {
-        assert_eq!(classify_cancel_error("IncorrectImageStatus", "The image is copied finished."), CancelRefusal::AlreadyFinished);
-        assert_eq!(classify_cancel_error("IncorrectImageStatus", "The Image copy has been failed."), CancelRefusal::NothingToCancel);
-        assert_eq!(classify_cancel_error("InvalidImageId.NotFound", ""), CancelRefusal::NothingToCancel);
-        assert_eq!(classify_cancel_error("CancelNotSupported", ""), CancelRefusal::NotSupported);
-        assert_eq!(classify_cancel_error("InternalError", ""), CancelRefusal::Other);
-    }
-}
-
-/// The ClientToken of the `attempt`-th copy (0-based): the UID first, then `UID-n`, so a
-/// retried CopyImage returns the same image while a copy made again after a loss is new.
-pub fn client_token(uid: &str, attempt: i32) -> String {
-    if attempt == 0 {
-        uid.to_string()
-    } else {
-        format!("{uid}-{attempt}")
+        assert_eq!(
+            classify_cancel_error("IncorrectImageStatus", "The image is copied finished."),
+            CancelRefusal::AlreadyFinished
+        );
+        assert_eq!(
+            classify_cancel_error("IncorrectImageStatus", "The Image copy has been failed."),
+            CancelRefusal::NothingToCancel
+        );
+        assert_eq!(
+            classify_cancel_error("InvalidImageId.NotFound", ""),
+            CancelRefusal::NothingToCancel
+        );
+        assert_eq!(
+            classify_cancel_error("CancelNotSupported", ""),
+            CancelRefusal::NotSupported
+        );
+        assert_eq!(
+            classify_cancel_error("InternalError", ""),
+            CancelRefusal::Other
+        );
     }
 }

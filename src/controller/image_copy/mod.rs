@@ -6,8 +6,8 @@ pub mod decide;
 use std::sync::Arc;
 use std::time::Duration;
 
-use k8s_openapi::jiff::{SignedDuration, Timestamp};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::jiff::{SignedDuration, Timestamp};
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::runtime::events::{Event as KubeEvent, EventType};
@@ -35,7 +35,9 @@ const LISTING_MARGIN: SignedDuration = SignedDuration::from_secs(2);
 
 pub async fn reconcile(obj: Arc<ImageCopy>, ctx: Arc<Context>) -> Result<Action, Error> {
     ctx.metrics.reconciled(KIND);
-    let namespace = obj.namespace().ok_or(Error::MissingObjectField("metadata.namespace"))?;
+    let namespace = obj
+        .namespace()
+        .ok_or(Error::MissingObjectField("metadata.namespace"))?;
     let api: Api<ImageCopy> = Api::namespaced(ctx.client.clone(), &namespace);
     let result = finalizer(&api, FINALIZER, obj, |event| async {
         match event {
@@ -46,10 +48,20 @@ pub async fn reconcile(obj: Arc<ImageCopy>, ctx: Arc<Context>) -> Result<Action,
     .await;
     match result {
         Ok(action) => Ok(action),
-        Err(kube::runtime::finalizer::Error::ApplyFailed(e) | kube::runtime::finalizer::Error::CleanupFailed(e)) => Err(e),
-        Err(kube::runtime::finalizer::Error::AddFinalizer(e) | kube::runtime::finalizer::Error::RemoveFinalizer(e)) => Err(Error::Kube(e)),
-        Err(kube::runtime::finalizer::Error::UnnamedObject) => Err(Error::MissingObjectField("metadata.name")),
-        Err(kube::runtime::finalizer::Error::InvalidFinalizer) => Err(Error::MissingObjectField("a valid finalizer")),
+        Err(
+            kube::runtime::finalizer::Error::ApplyFailed(e)
+            | kube::runtime::finalizer::Error::CleanupFailed(e),
+        ) => Err(e),
+        Err(
+            kube::runtime::finalizer::Error::AddFinalizer(e)
+            | kube::runtime::finalizer::Error::RemoveFinalizer(e),
+        ) => Err(Error::Kube(e)),
+        Err(kube::runtime::finalizer::Error::UnnamedObject) => {
+            Err(Error::MissingObjectField("metadata.name"))
+        }
+        Err(kube::runtime::finalizer::Error::InvalidFinalizer) => {
+            Err(Error::MissingObjectField("a valid finalizer"))
+        }
     }
 }
 
@@ -70,7 +82,15 @@ async fn apply(obj: &ImageCopy, ctx: &Context) -> Result<Action, Error> {
     let status = obj.status.clone().unwrap_or_default();
     let spec = &obj.spec;
 
-    let ecs = match credentials::for_object(ctx, &namespace, spec.credentials_secret_ref.as_ref().map(|r| r.name.as_str())).await {
+    let ecs = match credentials::for_object(
+        ctx,
+        &namespace,
+        spec.credentials_secret_ref
+            .as_ref()
+            .map(|r| r.name.as_str()),
+    )
+    .await
+    {
         Ok(ecs) => ecs,
         Err(Error::Credentials { reason, message }) => {
             return stall(obj, ctx, &status, reason, &message).await;
@@ -122,16 +142,31 @@ async fn apply(obj: &ImageCopy, ctx: &Context) -> Result<Action, Error> {
 
 /// What ECS says about this object's destination image: the owner-tag lookup when status has
 /// no image yet (a crash after CopyImage must not copy twice), else the shared region listing.
-async fn observe(obj: &ImageCopy, ctx: &Context, ecs: &ObjectEcs, status: &ImageCopyStatus, uid: &str) -> Result<Observation, EcsError> {
+async fn observe(
+    obj: &ImageCopy,
+    ctx: &Context,
+    ecs: &ObjectEcs,
+    status: &ImageCopyStatus,
+    uid: &str,
+) -> Result<Observation, EcsError> {
     let region = &obj.spec.destination_region_id;
     let Some(image_id) = &status.image_id else {
-        return Ok(Observation::Lookup(lookup_owned(&ecs.client, region, uid).await?));
+        return Ok(Observation::Lookup(
+            lookup_owned(&ecs.client, region, uid).await?,
+        ));
     };
-    let listing = ctx.listings.get(&ecs.client, &ecs.access_key_id, region).await?;
+    let listing = ctx
+        .listings
+        .get(&ecs.client, &ecs.access_key_id, region)
+        .await?;
     if let Some(image) = listing.images.get(image_id) {
         return Ok(Observation::Listed(snapshot(image)));
     }
-    let recorded = status.start_time.as_ref().map(|t| t.0).unwrap_or_else(Timestamp::now);
+    let recorded = status
+        .start_time
+        .as_ref()
+        .map(|t| t.0)
+        .unwrap_or_else(Timestamp::now);
     Ok(if listing.taken_at > recorded + LISTING_MARGIN {
         Observation::Missing
     } else {
@@ -139,7 +174,11 @@ async fn observe(obj: &ImageCopy, ctx: &Context, ecs: &ObjectEcs, status: &Image
     })
 }
 
-async fn lookup_owned(ecs: &crate::ecs::EcsClient, region: &str, uid: &str) -> Result<Option<ImageSnapshot>, EcsError> {
+async fn lookup_owned(
+    ecs: &crate::ecs::EcsClient,
+    region: &str,
+    uid: &str,
+) -> Result<Option<ImageSnapshot>, EcsError> {
     let images = ecs
         .describe_all_images(&DescribeImagesRequest {
             region: region.to_string(),
@@ -157,7 +196,11 @@ async fn lookup_owned(ecs: &crate::ecs::EcsClient, region: &str, uid: &str) -> R
     Ok(best)
 }
 
-async fn describe_one(ecs: &crate::ecs::EcsClient, region: &str, image_id: &str) -> Result<Option<ImageSnapshot>, EcsError> {
+async fn describe_one(
+    ecs: &crate::ecs::EcsClient,
+    region: &str,
+    image_id: &str,
+) -> Result<Option<ImageSnapshot>, EcsError> {
     let response = ecs
         .describe_images(&DescribeImagesRequest {
             region: region.to_string(),
@@ -167,7 +210,11 @@ async fn describe_one(ecs: &crate::ecs::EcsClient, region: &str, image_id: &str)
         })
         .await;
     match response {
-        Ok(r) => Ok(r.images.iter().find(|i| i.image_id == image_id).map(snapshot)),
+        Ok(r) => Ok(r
+            .images
+            .iter()
+            .find(|i| i.image_id == image_id)
+            .map(snapshot)),
         Err(e) if e.code() == Some("InvalidImageId.NotFound") => Ok(None),
         Err(e) => Err(e),
     }
@@ -184,9 +231,13 @@ fn snapshot(image: &Image) -> ImageSnapshot {
 
 fn copy_request(obj: &ImageCopy, uid: &str, attempt: i32) -> CopyImageRequest {
     let spec = &obj.spec;
-    let mut tags: Vec<(String, String)> = spec.tags.clone().unwrap_or_default().into_iter().collect();
+    let mut tags: Vec<(String, String)> =
+        spec.tags.clone().unwrap_or_default().into_iter().collect();
     tags.push((OWNER_UID_TAG.into(), uid.into()));
-    tags.push((OWNER_TAG.into(), format!("{}/{}", obj.namespace().unwrap_or_default(), obj.name_any())));
+    tags.push((
+        OWNER_TAG.into(),
+        format!("{}/{}", obj.namespace().unwrap_or_default(), obj.name_any()),
+    ));
     CopyImageRequest {
         source_region: spec.source_region_id.clone(),
         image_id: spec.source_image_id.clone(),
@@ -203,7 +254,12 @@ fn copy_request(obj: &ImageCopy, uid: &str, attempt: i32) -> CopyImageRequest {
 
 /// Transient ECS errors keep `Reconciling` and go back to the controller for backoff; terminal
 /// ones stall the object with the ECS code and a long wait (no hot loop).
-async fn ecs_failure(obj: &ImageCopy, ctx: &Context, status: &ImageCopyStatus, error: EcsError) -> Result<Action, Error> {
+async fn ecs_failure(
+    obj: &ImageCopy,
+    ctx: &Context,
+    status: &ImageCopyStatus,
+    error: EcsError,
+) -> Result<Action, Error> {
     let code = error.code().unwrap_or("Transport").to_string();
     let message = error.message_for_status();
     if error.is_transient() {
@@ -214,7 +270,13 @@ async fn ecs_failure(obj: &ImageCopy, ctx: &Context, status: &ImageCopyStatus, e
     stall(obj, ctx, status, &code, &message).await
 }
 
-async fn stall(obj: &ImageCopy, ctx: &Context, status: &ImageCopyStatus, code: &str, message: &str) -> Result<Action, Error> {
+async fn stall(
+    obj: &ImageCopy,
+    ctx: &Context,
+    status: &ImageCopyStatus,
+    code: &str,
+    message: &str,
+) -> Result<Action, Error> {
     warn!(object = %obj.name_any(), code, message, "stalled");
     let outcome = Outcome::Stalled {
         code: code.to_string(),
@@ -225,18 +287,28 @@ async fn stall(obj: &ImageCopy, ctx: &Context, status: &ImageCopyStatus, code: &
 }
 
 /// Applies the next status (only when it changed) and publishes its events.
-async fn write_status(obj: &ImageCopy, ctx: &Context, previous: &ImageCopyStatus, outcome: &Outcome) -> Result<ImageCopyStatus, Error> {
+async fn write_status(
+    obj: &ImageCopy,
+    ctx: &Context,
+    previous: &ImageCopyStatus,
+    outcome: &Outcome,
+) -> Result<ImageCopyStatus, Error> {
     let now = Time(Timestamp::now());
     let (next, notices) = decide::next_status(previous, obj.metadata.generation, outcome, &now);
     if next != *previous {
-        let api: Api<ImageCopy> = Api::namespaced(ctx.client.clone(), &obj.namespace().unwrap_or_default());
+        let api: Api<ImageCopy> =
+            Api::namespaced(ctx.client.clone(), &obj.namespace().unwrap_or_default());
         let patch = json!({
             "apiVersion": "imageops.dev/v1alpha1",
             "kind": KIND,
             "status": next,
         });
-        api.patch_status(&obj.name_any(), &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&patch))
-            .await?;
+        api.patch_status(
+            &obj.name_any(),
+            &PatchParams::apply(FIELD_MANAGER).force(),
+            &Patch::Apply(&patch),
+        )
+        .await?;
     }
     publish(obj, ctx, &notices).await;
     Ok(next)
@@ -246,7 +318,11 @@ async fn publish(obj: &ImageCopy, ctx: &Context, notices: &[Notice]) {
     let reference = obj.object_ref(&());
     for notice in notices {
         let event = KubeEvent {
-            type_: if notice.warning { EventType::Warning } else { EventType::Normal },
+            type_: if notice.warning {
+                EventType::Warning
+            } else {
+                EventType::Normal
+            },
             reason: notice.reason.into(),
             note: Some(notice.message.chars().take(1000).collect()),
             action: "Reconcile".into(),
@@ -259,15 +335,31 @@ async fn publish(obj: &ImageCopy, ctx: &Context, notices: &[Notice]) {
     }
 }
 
-fn track_metrics(obj: &ImageCopy, ctx: &Context, uid: &str, previous: &ImageCopyStatus, next: &ImageCopyStatus) {
-    let in_flight = matches!(next.phase, Some(CopyPhase::Pending | CopyPhase::Queued | CopyPhase::Copying));
-    ctx.metrics.set_in_flight(uid, in_flight.then_some(obj.spec.destination_region_id.as_str()));
+fn track_metrics(
+    obj: &ImageCopy,
+    ctx: &Context,
+    uid: &str,
+    previous: &ImageCopyStatus,
+    next: &ImageCopyStatus,
+) {
+    let in_flight = matches!(
+        next.phase,
+        Some(CopyPhase::Pending | CopyPhase::Queued | CopyPhase::Copying)
+    );
+    ctx.metrics.set_in_flight(
+        uid,
+        in_flight.then_some(obj.spec.destination_region_id.as_str()),
+    );
     if next.phase == Some(CopyPhase::Available)
         && previous.phase != Some(CopyPhase::Available)
         && let Some(start) = &next.start_time
     {
         let took = Duration::try_from(Timestamp::now().duration_since(start.0)).unwrap_or_default();
-        ctx.metrics.copy_finished(&obj.spec.source_region_id, &obj.spec.destination_region_id, took);
+        ctx.metrics.copy_finished(
+            &obj.spec.source_region_id,
+            &obj.spec.destination_region_id,
+            took,
+        );
     }
 }
 
@@ -278,7 +370,15 @@ async fn cleanup(obj: &ImageCopy, ctx: &Context) -> Result<Action, Error> {
     let status = obj.status.clone().unwrap_or_default();
     let region = obj.spec.destination_region_id.clone();
     ctx.metrics.set_in_flight(&uid, None);
-    let ecs = credentials::for_object(ctx, &namespace, obj.spec.credentials_secret_ref.as_ref().map(|r| r.name.as_str())).await?;
+    let ecs = credentials::for_object(
+        ctx,
+        &namespace,
+        obj.spec
+            .credentials_secret_ref
+            .as_ref()
+            .map(|r| r.name.as_str()),
+    )
+    .await?;
 
     let mut image = match &status.image_id {
         Some(id) => describe_one(&ecs.client, &region, id).await?,
@@ -289,24 +389,58 @@ async fn cleanup(obj: &ImageCopy, ctx: &Context) -> Result<Action, Error> {
         match decide::decide_cleanup(obj.spec.deletion_policy, &status, image.as_ref()) {
             CleanupStep::Done => return Ok(Action::await_change()),
             CleanupStep::WaitForCopy => {
-                return Err(Error::WaitingForCopy(image.map(|i| i.image_id).unwrap_or_default()));
+                return Err(Error::WaitingForCopy(
+                    image.map(|i| i.image_id).unwrap_or_default(),
+                ));
             }
             CleanupStep::Retain { image_id } => {
-                publish(obj, ctx, &[Notice::normal("Retained", format!("deletionPolicy Retain: kept destination image {image_id}"))]).await;
+                publish(
+                    obj,
+                    ctx,
+                    &[Notice::normal(
+                        "Retained",
+                        format!("deletionPolicy Retain: kept destination image {image_id}"),
+                    )],
+                )
+                .await;
                 return Ok(Action::await_change());
             }
             CleanupStep::Delete { image_id } => {
                 ecs.client.delete_image(&region, &image_id, false).await?;
                 info!(object = %obj.name_any(), image = %image_id, "deleted destination image");
-                publish(obj, ctx, &[Notice::normal("Deleted", format!("deleted destination image {image_id}"))]).await;
+                publish(
+                    obj,
+                    ctx,
+                    &[Notice::normal(
+                        "Deleted",
+                        format!("deleted destination image {image_id}"),
+                    )],
+                )
+                .await;
                 return Ok(Action::await_change());
             }
             CleanupStep::Cancel { image_id } => {
-                publish(obj, ctx, &[Notice::normal("CancelRequested", format!("cancelling the copy to {image_id}"))]).await;
+                publish(
+                    obj,
+                    ctx,
+                    &[Notice::normal(
+                        "CancelRequested",
+                        format!("cancelling the copy to {image_id}"),
+                    )],
+                )
+                .await;
                 let error = match ecs.client.cancel_copy_image(&region, &image_id).await {
                     Ok(()) => {
                         info!(object = %obj.name_any(), image = %image_id, "cancelled copy");
-                        publish(obj, ctx, &[Notice::normal("Cancelled", format!("cancelled the copy; ECS removed {image_id}"))]).await;
+                        publish(
+                            obj,
+                            ctx,
+                            &[Notice::normal(
+                                "Cancelled",
+                                format!("cancelled the copy; ECS removed {image_id}"),
+                            )],
+                        )
+                        .await;
                         return Ok(Action::await_change());
                     }
                     Err(e) => e,
@@ -321,8 +455,18 @@ async fn cleanup(obj: &ImageCopy, ctx: &Context) -> Result<Action, Error> {
                         }
                     }
                     CancelRefusal::NotSupported => {
-                        let message = format!("ECS cannot cancel the copy to {image_id}; waiting for it to finish, then applying deletionPolicy");
-                        publish(obj, ctx, &[Notice::warning(decide::CANCEL_NOT_SUPPORTED, message.clone())]).await;
+                        let message = format!(
+                            "ECS cannot cancel the copy to {image_id}; waiting for it to finish, then applying deletionPolicy"
+                        );
+                        publish(
+                            obj,
+                            ctx,
+                            &[Notice::warning(
+                                decide::CANCEL_NOT_SUPPORTED,
+                                message.clone(),
+                            )],
+                        )
+                        .await;
                         let outcome = Outcome::Deleting {
                             phase: CopyPhase::Cancelling,
                             reason: decide::CANCEL_NOT_SUPPORTED,

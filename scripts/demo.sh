@@ -1,0 +1,63 @@
+#!/usr/bin/env bash
+# `make demo`: the real kube-apiserver, the ECS emulator and the operator on 127.0.0.1; applies
+# examples/, shows the copies progress to Ready live, then deletes a copy mid-flight and shows
+# that the operator cancelled it in ECS. Stops everything when done (or interrupted).
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+cd "$root"
+
+if [ -f .dev/env ]; then
+  echo "demo: 'make up' is already running; run 'make down' first" >&2
+  exit 1
+fi
+trap 'scripts/down.sh >/dev/null' EXIT
+EMULATOR_ARGS="${EMULATOR_ARGS:---copy-seconds 20 --region-concurrency 2}" \
+  OPERATOR_ARGS="${OPERATOR_ARGS:---poll-interval 2s}" scripts/up.sh
+# shellcheck disable=SC1091
+. .dev/env
+k() { "$KUBECTL" --kubeconfig "$KUBECONFIG" "$@"; }
+admin() { curl -fsS "$ECS_ENDPOINT/_emulator/$1"; }
+
+echo
+echo "== kubectl apply -f examples/  (three copies; the emulator runs 2 copies per region at once)"
+k apply -f examples/
+cat <<'YAML' | k apply -f -
+apiVersion: imageops.dev/v1alpha1
+kind: ImageCopy
+metadata:
+  name: cancel-me
+spec:
+  sourceRegionId: cn-hangzhou
+  sourceImageId: m-demo0001
+  destinationRegionId: cn-qingdao
+YAML
+
+echo
+echo "== live progress (kubectl get imgcp)"
+for _ in $(seq 30); do
+  sleep 3
+  echo "--- $(date +%T)"
+  k get imgcp
+  phase=$(k get imgcp cancel-me -o jsonpath='{.status.phase}')
+  progress=$(k get imgcp cancel-me -o jsonpath='{.status.progress}')
+  if [ "$phase" = Copying ] && [ "${progress%\%}" -ge 30 ] 2>/dev/null; then break; fi
+done
+
+image=$(k get imgcp cancel-me -o jsonpath='{.status.imageId}')
+echo
+echo "== kubectl delete imgcp cancel-me  (mid-copy: the finalizer cancels image $image in ECS)"
+k delete imgcp cancel-me --timeout=60s
+echo "emulator call counts: $(admin calls | python3 -c 'import json,sys; print(json.load(sys.stdin)["counts"])')"
+if admin images | grep -q "\"$image\""; then
+  echo "demo: $image still exists after the delete" >&2
+  exit 1
+fi
+echo "image $image is gone from ECS; events:"
+k get events --field-selector involvedObject.name=cancel-me --sort-by=.metadata.creationTimestamp
+
+echo
+echo "== waiting for the other copies to be Ready"
+k wait --for=condition=Ready imagecopy --all --timeout=120s
+k get imgcp
+echo
+echo "demo: done. 'make up' keeps everything running for you to explore."
