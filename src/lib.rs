@@ -10,4 +10,5 @@ pub mod api;
 pub mod controller;
 pub mod ecs;
 pub mod emulator;
+pub mod leader;
 pub mod operator;

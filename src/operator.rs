@@ -23,6 +23,7 @@ use crate::api::ImageCopy;
 use crate::controller::metrics::Metrics;
 use crate::controller::{Context, Timing, image_copy};
 use crate::ecs::{CallObserver, CredentialsProvider, EcsClient, EcsClientConfig};
+use crate::leader::{LeaderElector, LeaseConfig};
 
 #[derive(clap::Args, Debug)]
 pub struct RunArgs {
@@ -56,6 +57,18 @@ pub struct RunArgs {
     /// Objects reconciled at once.
     #[arg(long, default_value_t = 16)]
     pub concurrency: u16,
+    /// Reconcile only while holding a Lease, so several replicas can run safely.
+    #[arg(long, env = "LEADER_ELECT")]
+    pub leader_elect: bool,
+    /// Namespace of the leader-election Lease (in a pod: its own namespace).
+    #[arg(long, env = "POD_NAMESPACE", default_value = "default")]
+    pub leader_election_namespace: String,
+    /// Name of the leader-election Lease.
+    #[arg(long, default_value = "ecs-image-operator")]
+    pub leader_election_id: String,
+    /// How long a leader's Lease lasts without renewal before another replica takes over.
+    #[arg(long, default_value = "15s", value_parser = humantime::parse_duration)]
+    pub leader_election_lease_duration: Duration,
 }
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug)]
@@ -170,21 +183,81 @@ async fn serve(args: RunArgs) -> Result<(), String> {
         .await
         .map_err(|e| format!("cannot list ImageCopy objects (is the CRD installed? `ecs-image-operator crd | kubectl apply -f -`): {e}"))?;
     ready.store(true, Ordering::SeqCst);
+
+    let elector = args.leader_elect.then(|| {
+        Arc::new(LeaderElector::new(
+            client.clone(),
+            LeaseConfig {
+                namespace: args.leader_election_namespace.clone(),
+                name: args.leader_election_id.clone(),
+                identity: identity(),
+                lease_duration: args.leader_election_lease_duration,
+                retry_period: (args.leader_election_lease_duration / 5)
+                    .max(Duration::from_millis(200)),
+            },
+        ))
+    });
+    if let Some(elector) = &elector {
+        tokio::select! {
+            _ = elector.acquire() => {}
+            _ = shutdown_signal() => {
+                let _ = server.await;
+                return Ok(());
+            }
+        }
+    }
     info!(
         namespace = args.namespace.as_deref().unwrap_or("*"),
         "controller started"
     );
 
+    // The controller stops on a signal or when the lease is lost. The trigger it takes must be
+    // `Sync`, which the Kubernetes calls inside `keep_leading` are not, so a task watches them.
+    let lost_lease = Arc::new(AtomicBool::new(false));
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    {
+        let elector = elector.clone();
+        let lost_lease = lost_lease.clone();
+        tokio::spawn(async move {
+            match elector {
+                Some(elector) => tokio::select! {
+                    _ = elector.keep_leading() => lost_lease.store(true, Ordering::SeqCst),
+                    _ = shutdown_signal() => {}
+                },
+                None => shutdown_signal().await,
+            }
+            let _ = stop_tx.send(());
+        });
+    }
+    let stop = async move {
+        let _ = stop_rx.await;
+    };
     Controller::new(api, watcher::Config::default().any_semantic())
         .with_config(ControllerConfig::default().concurrency(args.concurrency))
-        .shutdown_on_signal()
+        .graceful_shutdown_on(stop)
         .run(image_copy::reconcile, image_copy::error_policy, ctx)
         .for_each(|_| futures::future::ready(()))
         .await;
     info!("controller stopped");
     ready.store(false, Ordering::SeqCst);
+    if lost_lease.load(Ordering::SeqCst) {
+        return Err(
+            "lost the leader-election lease; exiting so that a fresh process competes again".into(),
+        );
+    }
+    if let Some(elector) = &elector {
+        elector.release().await;
+    }
     let _ = server.await;
     Ok(())
+}
+
+/// A leader-election identity unique per process: the pod name when there is one.
+fn identity() -> String {
+    let host = std::env::var("POD_NAME")
+        .or_else(|_| std::env::var("HOSTNAME"))
+        .unwrap_or_else(|_| "ecs-image-operator".into());
+    format!("{host}-{}", uuid::Uuid::new_v4().simple())
 }
 
 #[derive(Clone)]
