@@ -208,7 +208,10 @@ impl EcsClient {
             builder = builder.header(name, value);
         }
         let started = Instant::now();
-        let result = self.exchange(builder.body(Vec::new())).await;
+        let result = self
+            .exchange(builder.body(Vec::new()))
+            .await
+            .map_err(|error| error.without_token_of(credentials));
         let elapsed = started.elapsed();
         if let Some(observer) = &self.observer {
             let outcome = match &result {

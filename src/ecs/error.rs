@@ -3,6 +3,9 @@
 
 use std::time::Duration;
 
+use super::credentials::Credentials;
+use super::sign;
+
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum EcsError {
     /// ECS answered with its JSON error body (`Code`, `Message`, `RequestId`, `HostId`).
@@ -122,6 +125,25 @@ impl EcsError {
         }
     }
 
+    /// Removes the security token from what the server sent back. Gateways quote what they
+    /// signed in `SignatureDoesNotMatch` messages (the Go SDK relies on it): the token is raw in
+    /// a V3 canonical request and percent-encoded twice in a V1 string to sign.
+    pub(crate) fn without_token_of(mut self, credentials: &Credentials) -> Self {
+        let Some(token) = credentials.security_token() else {
+            return self;
+        };
+        let once = sign::percent_encode(token);
+        let twice = sign::percent_encode(&once);
+        if let EcsError::Api { message, .. } | EcsError::Decode { message, .. } = &mut self {
+            for form in [twice.as_str(), once.as_str(), token] {
+                if message.contains(form) {
+                    *message = message.replace(form, "<redacted>");
+                }
+            }
+        }
+        self
+    }
+
     /// A short, bounded label for metrics: the ECS code, or the kind of failure.
     pub fn metric_label(&self) -> &str {
         match self {
@@ -166,6 +188,30 @@ mod tests {
         );
         assert_eq!(err.code(), Some("InvalidImageId.NotFound"));
         assert_eq!(err.status(), Some(404));
+    }
+
+    #[test]
+    fn echoed_security_tokens_are_redacted() {
+        let token = "CAIS+a/b=";
+        let credentials = Credentials::new("STS.id", "secret").with_security_token(token);
+        let echoed = EcsError::Api {
+            status: 400,
+            code: "SignatureDoesNotMatch".into(),
+            message: format!(
+                "x-acs-security-token:{token} SecurityToken%3DCAIS%252Ba%252Fb%253D%26 {}",
+                sign::percent_encode(token)
+            ),
+            request_id: "R".into(),
+            details: Box::default(),
+        };
+        let shown = echoed.without_token_of(&credentials).to_string();
+        assert_eq!(
+            shown,
+            "SignatureDoesNotMatch: x-acs-security-token:<redacted> \
+             SecurityToken%3D<redacted>%26 <redacted> (R)"
+        );
+        let untouched = api(400, "Throttling");
+        assert_eq!(untouched.clone().without_token_of(&credentials), untouched);
     }
 
     #[test]

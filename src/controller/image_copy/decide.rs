@@ -380,28 +380,33 @@ pub fn next_status(
         }
         Outcome::Stalled { code, message } => {
             status.phase = Some(CopyPhase::Failed);
-            let already = conditions::find(&previous.conditions, STALLED)
-                .is_some_and(|c| c.status == "True" && c.reason == *code && c.message == *message);
-            if !already {
-                notices.push(Notice::warning("Failed", format!("{code}: {message}")));
-            }
+            // The same error again keeps the first message: ECS messages carry a new RequestId
+            // each time, and a status that changes on every attempt re-triggers the reconcile
+            // at once (the watch sees the change), defeating the backoff.
+            let message = match conditions::find(&previous.conditions, STALLED) {
+                Some(c) if c.status == "True" && c.reason == *code => c.message.clone(),
+                _ => {
+                    notices.push(Notice::warning("Failed", format!("{code}: {message}")));
+                    message.clone()
+                }
+            };
             wanted = vec![
                 Wanted::new(READY, false, "Stalled", format!("{code}: {message}")),
                 Wanted::new(RECONCILING, false, "Stalled", ""),
-                Wanted::new(STALLED, true, code.as_str(), message.clone()),
+                Wanted::new(STALLED, true, code.as_str(), message),
             ];
         }
         Outcome::Retrying { code, message } => {
             if status.phase.is_none() {
                 status.phase = Some(CopyPhase::Pending);
             }
+            // As for Stalled: the same error again leaves the status (and so the watch) quiet.
+            let message = match conditions::find(&previous.conditions, RECONCILING) {
+                Some(c) if c.status == "True" && c.reason == *code => c.message.clone(),
+                _ => format!("retrying after {code}: {message}"),
+            };
             wanted = vec![
-                Wanted::new(
-                    RECONCILING,
-                    true,
-                    code.as_str(),
-                    format!("retrying after {code}: {message}"),
-                ),
+                Wanted::new(RECONCILING, true, code.as_str(), message),
                 Wanted::new(STALLED, false, "Retrying", ""),
             ];
         }
@@ -591,8 +596,16 @@ mod tests {
         assert_eq!(first.phase, Some(CopyPhase::Failed));
         assert_eq!(cond(&first, STALLED).reason, "InvalidImageId.NotFound");
         assert_eq!(n1.len(), 1);
-        let (_, n2) = next_status(&first, None, &outcome, &now());
+        let again = Outcome::Stalled {
+            code: "InvalidImageId.NotFound".into(),
+            message: "The specified ImageId does not exist. (RequestId R2)".into(),
+        };
+        let (second, n2) = next_status(&first, None, &again, &now());
         assert!(n2.is_empty(), "the same stall is not announced twice");
+        assert_eq!(
+            second, first,
+            "the same error again leaves the status unchanged"
+        );
     }
 
     #[test]
@@ -605,6 +618,15 @@ mod tests {
         assert_eq!(cond(&status, RECONCILING).status, "True");
         assert_eq!(cond(&status, STALLED).status, "False");
         assert!(notices.is_empty());
+        let again = Outcome::Retrying {
+            code: "Throttling.User".into(),
+            message: "flow control (RequestId R2)".into(),
+        };
+        let (second, _) = next_status(&status, None, &again, &now());
+        assert_eq!(
+            second, status,
+            "the same error again leaves the status unchanged"
+        );
     }
 
     #[test]
