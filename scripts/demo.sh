@@ -11,7 +11,7 @@ if [ -f .dev/env ]; then
   exit 1
 fi
 trap 'scripts/down.sh >/dev/null' EXIT
-EMULATOR_ARGS="${EMULATOR_ARGS:---copy-seconds 20 --region-concurrency 2}" \
+EMULATOR_ARGS="${EMULATOR_ARGS:---copy-seconds 20 --region-concurrency 1}" \
   OPERATOR_ARGS="${OPERATOR_ARGS:---poll-interval 2s}" scripts/up.sh
 # shellcheck disable=SC1091
 . .dev/env
@@ -19,9 +19,19 @@ k() { "$KUBECTL" --kubeconfig "$KUBECONFIG" "$@"; }
 admin() { curl -fsS "$ECS_ENDPOINT/_emulator/$1"; }
 
 echo
-echo "== kubectl apply -f examples/  (three copies; the emulator runs 2 copies per region at once)"
+echo "== kubectl apply -f examples/, plus a second copy to Shanghai (the emulator runs one copy per"
+echo "   region at a time, so it queues) and one to Qingdao that we will delete mid-copy"
 k apply -f examples/
 cat <<'YAML' | k apply -f -
+apiVersion: imageops.dev/v1alpha1
+kind: ImageCopy
+metadata:
+  name: second-to-shanghai
+spec:
+  sourceRegionId: cn-hangzhou
+  sourceImageId: m-demo0001
+  destinationRegionId: cn-shanghai
+---
 apiVersion: imageops.dev/v1alpha1
 kind: ImageCopy
 metadata:
@@ -40,7 +50,7 @@ for _ in $(seq 30); do
   k get imgcp
   phase=$(k get imgcp cancel-me -o jsonpath='{.status.phase}')
   progress=$(k get imgcp cancel-me -o jsonpath='{.status.progress}')
-  if [ "$phase" = Copying ] && [ "${progress%\%}" -ge 30 ] 2>/dev/null; then break; fi
+  if [ "$phase" = Copying ] && [ "${progress%\%}" -ge 40 ] 2>/dev/null; then break; fi
 done
 
 image=$(k get imgcp cancel-me -o jsonpath='{.status.imageId}')
@@ -56,8 +66,14 @@ echo "image $image is gone from ECS; events:"
 k get events --field-selector involvedObject.name=cancel-me --sort-by=.metadata.creationTimestamp
 
 echo
-echo "== waiting for the other copies to be Ready"
+echo "== the other copies progress to Ready (the queued one starts when the first Shanghai copy is done)"
+for _ in $(seq 40); do
+  sleep 3
+  echo "--- $(date +%T)"
+  k get imgcp
+  pending=$(k get imgcp -o jsonpath='{range .items[*]}{.status.phase}{"\n"}{end}' | grep -vc '^Available$' || true)
+  [ "$pending" = 0 ] && break
+done
 k wait --for=condition=Ready imagecopy --all --timeout=120s
-k get imgcp
 echo
-echo "demo: done. 'make up' keeps everything running for you to explore."
+echo "demo: done; stopping everything. ('make up' starts the same set in the background to explore.)"
