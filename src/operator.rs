@@ -1,6 +1,8 @@
 //! `ecs-image-operator run`: the controller process — Kubernetes client, ECS client, the
 //! `ImageCopy` controller, and the `/metrics`, `/healthz`, `/readyz` endpoints.
 
+use std::hash::{Hash, Hasher};
+use std::io::IsTerminal;
 use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -15,7 +17,8 @@ use axum::routing::get;
 use futures::StreamExt;
 use kube::runtime::controller::{Config as ControllerConfig, Controller};
 use kube::runtime::events::{Recorder, Reporter};
-use kube::runtime::watcher;
+use kube::runtime::watcher::{self, watcher};
+use kube::runtime::{WatchStreamExt, reflector};
 use kube::{Api, Client};
 use tracing::{error, info, warn};
 
@@ -94,6 +97,7 @@ fn init_logging(format: LogFormat) {
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,kube=warn"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr);
     match format {
         LogFormat::Json => builder.json().init(),
@@ -232,7 +236,15 @@ async fn serve(args: RunArgs) -> Result<(), String> {
     let stop = async move {
         let _ = stop_rx.await;
     };
-    Controller::new(api, watcher::Config::default().any_semantic())
+    // Only changes that need work wake the controller: a status write (ours) must not, or an
+    // error path whose status changes would retry at once instead of after its backoff.
+    let (reader, writer) = reflector::store();
+    let changes = watcher(api, watcher::Config::default().any_semantic())
+        .default_backoff()
+        .reflect(writer)
+        .applied_objects()
+        .predicate_filter(needs_reconcile, Default::default());
+    Controller::for_stream(changes, reader)
         .with_config(ControllerConfig::default().concurrency(args.concurrency))
         .graceful_shutdown_on(stop)
         .run(image_copy::reconcile, image_copy::error_policy, ctx)
@@ -250,6 +262,16 @@ async fn serve(args: RunArgs) -> Result<(), String> {
     }
     let _ = server.await;
     Ok(())
+}
+
+/// What a reconciliation depends on besides the cloud: the spec (generation), the finalizers,
+/// and whether deletion started.
+fn needs_reconcile(obj: &ImageCopy) -> Option<u64> {
+    let mut hasher = std::hash::DefaultHasher::new();
+    obj.metadata.generation.hash(&mut hasher);
+    obj.metadata.finalizers.hash(&mut hasher);
+    obj.metadata.deletion_timestamp.is_some().hash(&mut hasher);
+    Some(hasher.finish())
 }
 
 /// A leader-election identity unique per process: the pod name when there is one.

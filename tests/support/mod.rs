@@ -3,6 +3,8 @@
 
 pub mod cluster;
 pub mod fake_server;
+pub mod processes;
 
 pub use cluster::*;
 pub use fake_server::*;
+pub use processes::*;

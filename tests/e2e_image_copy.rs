@@ -1,0 +1,1023 @@
+//! End-to-end tests of the `ImageCopy` controller: the operator binary runs as its own process
+//! (`ecs-image-operator run`) against the real kube-apiserver and the ECS emulator process, and
+//! each test checks what a user would notice — status, conditions, events, `kubectl` output —
+//! and what happened in "the cloud" (the emulator's images and call counts).
+//!
+//! Every test has its own namespace, emulator and operator (watching only that namespace), so
+//! the tests run in parallel without seeing each other.
+
+mod support;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::process::{Output, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use ecs_image_operator::api::ImageCopy;
+use ecs_image_operator::api::image_copy::{CopyPhase, DeletionPolicy};
+use k8s_openapi::api::events::v1::Event;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use kube::api::{
+    Api, ApiResource, DeleteParams, DynamicObject, ListParams, Patch, PatchParams, PostParams,
+};
+use kube::{Client, ResourceExt};
+use serde_json::{Value, json};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Notify;
+
+use support::{Emulator, Operator};
+
+const SOURCE_REGION: &str = "cn-hangzhou";
+/// Seeded Available in the emulator by default.
+const SOURCE_IMAGE: &str = "m-demo0001";
+const DESTINATION_REGION: &str = "cn-shanghai";
+/// How often the test looks at the objects and the emulator.
+const POLL: Duration = Duration::from_millis(200);
+
+/// One test's world: its namespace on the shared apiserver, its emulator and its operator.
+struct Stage {
+    client: Client,
+    namespace: String,
+    api: Api<ImageCopy>,
+    emulator: Emulator,
+    operator: Operator,
+}
+
+impl Stage {
+    async fn start(prefix: &str, emulator_args: &[&str], operator_args: &[&str]) -> Stage {
+        let emulator = Emulator::start(emulator_args).await;
+        let endpoint = emulator.endpoint().to_string();
+        Stage::start_with(prefix, emulator, &endpoint, operator_args).await
+    }
+
+    /// A stage whose operator sends its ECS calls to `ecs_endpoint` (the emulator, or something
+    /// in front of it).
+    async fn start_with(
+        prefix: &str,
+        emulator: Emulator,
+        ecs_endpoint: &str,
+        operator_args: &[&str],
+    ) -> Stage {
+        let apiserver = support::apiserver();
+        let client = apiserver.client().await;
+        support::install_crds(&client).await;
+        let namespace = support::fresh_namespace(&client, prefix).await;
+        let operator = Operator::start(
+            &apiserver.kubeconfig,
+            ecs_endpoint,
+            &namespace,
+            operator_args,
+        )
+        .await;
+        Stage {
+            api: Api::namespaced(client.clone(), &namespace),
+            client,
+            namespace,
+            emulator,
+            operator,
+        }
+    }
+
+    async fn create(&self, object: &ImageCopy) -> ImageCopy {
+        self.api
+            .create(&PostParams::default(), object)
+            .await
+            .unwrap_or_else(|e| panic!("create ImageCopy {}: {e}", object.name_any()))
+    }
+
+    async fn delete(&self, name: &str) {
+        self.api
+            .delete(name, &DeleteParams::default())
+            .await
+            .unwrap_or_else(|e| panic!("delete ImageCopy {name}: {e}"));
+    }
+
+    async fn get(&self, name: &str) -> ImageCopy {
+        self.api
+            .get(name)
+            .await
+            .unwrap_or_else(|e| panic!("get ImageCopy {name}: {e}"))
+    }
+
+    /// Polls `name` until `done` holds; on timeout the panic shows the last status seen.
+    async fn wait_for(
+        &self,
+        name: &str,
+        what: &str,
+        timeout: Duration,
+        done: impl Fn(&ImageCopy) -> bool,
+    ) -> ImageCopy {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let object = self.get(name).await;
+            if done(&object) {
+                return object;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{name}: not {what} within {timeout:?}; last status: {}",
+                status_json(&object)
+            );
+            tokio::time::sleep(POLL).await;
+        }
+    }
+
+    async fn wait_ready(&self, name: &str, timeout: Duration) -> ImageCopy {
+        self.wait_for(name, "Ready", timeout, is_ready).await
+    }
+
+    async fn wait_gone(&self, name: &str, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let Some(object) = self
+                .api
+                .get_opt(name)
+                .await
+                .unwrap_or_else(|e| panic!("get ImageCopy {name}: {e}"))
+            else {
+                return;
+            };
+            assert!(
+                Instant::now() < deadline,
+                "{name}: still there {timeout:?} after delete; finalizers {:?}, last status: {}",
+                object.metadata.finalizers,
+                status_json(&object)
+            );
+            tokio::time::sleep(POLL).await;
+        }
+    }
+
+    /// The events about ImageCopy `name`, oldest first.
+    async fn events(&self, name: &str) -> Vec<Event> {
+        let api: Api<Event> = Api::namespaced(self.client.clone(), &self.namespace);
+        let mut events: Vec<Event> = api
+            .list(&ListParams::default())
+            .await
+            .expect("list events")
+            .items
+            .into_iter()
+            .filter(|e| {
+                e.regarding.as_ref().is_some_and(|r| {
+                    r.kind.as_deref() == Some("ImageCopy") && r.name.as_deref() == Some(name)
+                })
+            })
+            .collect();
+        events.sort_by_key(|e| e.metadata.creation_timestamp.clone().map(|t| t.0));
+        events
+    }
+
+    /// Waits for an event `reason` of `type_` (`Normal`/`Warning`) about `name`.
+    async fn wait_event(&self, name: &str, type_: &str, reason: &str, timeout: Duration) -> Event {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let events = self.events(name).await;
+            if let Some(event) = events
+                .iter()
+                .find(|e| e.type_.as_deref() == Some(type_) && e.reason.as_deref() == Some(reason))
+            {
+                return event.clone();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{name}: no {type_} event {reason} within {timeout:?}; events: {:?}",
+                summarize(&events)
+            );
+            tokio::time::sleep(POLL).await;
+        }
+    }
+}
+
+/// `kubectl --kubeconfig=<the test apiserver> ARGS` with `stdin` as its input.
+async fn kubectl(args: &[&str], stdin: &str) -> Output {
+    let mut child = tokio::process::Command::new(support::kubectl_bin())
+        .arg(format!(
+            "--kubeconfig={}",
+            support::apiserver().kubeconfig.display()
+        ))
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start kubectl");
+    let mut input = child.stdin.take().expect("kubectl stdin is piped");
+    input
+        .write_all(stdin.as_bytes())
+        .await
+        .expect("write kubectl stdin");
+    drop(input);
+    child.wait_with_output().await.expect("run kubectl")
+}
+
+/// An ImageCopy of the seeded source image to the destination region.
+fn image_copy(name: &str) -> ImageCopy {
+    serde_json::from_value(manifest(name, json!({})))
+        .expect("the test manifest is a valid ImageCopy")
+}
+
+/// An ImageCopy manifest whose spec is the default one with `spec_overrides` merged in (a
+/// `null` override removes the field).
+fn manifest(name: &str, spec_overrides: Value) -> Value {
+    let mut spec = json!({
+        "sourceRegionId": SOURCE_REGION,
+        "sourceImageId": SOURCE_IMAGE,
+        "destinationRegionId": DESTINATION_REGION,
+    });
+    let fields = spec.as_object_mut().expect("spec is an object");
+    for (key, value) in spec_overrides
+        .as_object()
+        .expect("spec overrides are an object")
+    {
+        if value.is_null() {
+            fields.remove(key);
+        } else {
+            fields.insert(key.clone(), value.clone());
+        }
+    }
+    json!({
+        "apiVersion": "imageops.dev/v1alpha1",
+        "kind": "ImageCopy",
+        "metadata": {"name": name},
+        "spec": spec,
+    })
+}
+
+fn condition<'a>(object: &'a ImageCopy, type_: &str) -> Option<&'a Condition> {
+    object
+        .status
+        .as_ref()?
+        .conditions
+        .iter()
+        .find(|c| c.type_ == type_)
+}
+
+fn condition_true(object: &ImageCopy, type_: &str) -> bool {
+    condition(object, type_).is_some_and(|c| c.status == "True")
+}
+
+fn is_ready(object: &ImageCopy) -> bool {
+    condition_true(object, "Ready")
+}
+
+fn phase(object: &ImageCopy) -> Option<CopyPhase> {
+    object.status.as_ref()?.phase
+}
+
+fn image_id(object: &ImageCopy) -> Option<&str> {
+    object.status.as_ref()?.image_id.as_deref()
+}
+
+fn progress_percent(object: &ImageCopy) -> Option<u32> {
+    object
+        .status
+        .as_ref()?
+        .progress
+        .as_deref()?
+        .trim_end_matches('%')
+        .parse()
+        .ok()
+}
+
+fn status_json(object: &ImageCopy) -> String {
+    serde_json::to_string(&object.status).unwrap_or_else(|e| format!("<{e}>"))
+}
+
+fn uid(object: &ImageCopy) -> String {
+    object.uid().expect("a created object has a UID")
+}
+
+fn summarize(events: &[Event]) -> Vec<String> {
+    events
+        .iter()
+        .map(|e| {
+            format!(
+                "{} {}: {}",
+                e.type_.as_deref().unwrap_or("?"),
+                e.reason.as_deref().unwrap_or("?"),
+                e.note.as_deref().unwrap_or("")
+            )
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn copy_shows_rising_progress_then_ready_with_an_owner_tagged_image() {
+    let stage = Stage::start("e2e-ready", &["--copy-seconds", "4"], &[]).await;
+    let created = stage.create(&image_copy("web")).await;
+
+    // Watch it as a user refreshing `kubectl get` would: Copying with progress rising, then Ready.
+    let mut progress_seen: Vec<u32> = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let ready = loop {
+        let object = stage.get("web").await;
+        if is_ready(&object) {
+            break object;
+        }
+        if phase(&object) == Some(CopyPhase::Copying)
+            && let Some(percent) = progress_percent(&object)
+            && progress_seen.last() != Some(&percent)
+        {
+            progress_seen.push(percent);
+        }
+        assert!(
+            Instant::now() < deadline,
+            "web not Ready within 60s; last status: {}",
+            status_json(&object)
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(
+        progress_seen.windows(2).all(|pair| pair[0] < pair[1]),
+        "progress only rises while Copying: {progress_seen:?}"
+    );
+    assert!(
+        progress_seen.len() >= 3,
+        "several distinct progress values while Copying, saw {progress_seen:?}"
+    );
+
+    assert_eq!(phase(&ready), Some(CopyPhase::Available));
+    assert_eq!(
+        ready.status.as_ref().and_then(|s| s.progress.as_deref()),
+        Some("100%")
+    );
+    let destination = image_id(&ready).expect("status.imageId of a Ready copy");
+    let owned = stage.emulator.images_owned_by(&uid(&created)).await;
+    assert_eq!(owned.len(), 1, "exactly one image owned by web: {owned:?}");
+    let image = &owned[0];
+    assert_eq!(image["imageId"], destination, "status.imageId is the copy");
+    assert_eq!(image["regionId"], DESTINATION_REGION);
+    assert_eq!(image["status"], "Available");
+    assert_eq!(image["sourceImageId"], SOURCE_IMAGE);
+    assert_eq!(
+        image["tags"]["imageops.dev/owner"],
+        format!("{}/web", stage.namespace)
+    );
+
+    let wait = kubectl(
+        &[
+            "wait",
+            "--for=condition=Ready",
+            "imagecopy/web",
+            "-n",
+            &stage.namespace,
+            "--timeout=60s",
+        ],
+        "",
+    )
+    .await;
+    assert!(
+        wait.status.success(),
+        "kubectl wait --for=condition=Ready failed: {}",
+        String::from_utf8_lossy(&wait.stderr)
+    );
+
+    let get = kubectl(&["get", "imgcp", "-n", &stage.namespace], "").await;
+    assert!(
+        get.status.success(),
+        "kubectl get imgcp failed: {}",
+        String::from_utf8_lossy(&get.stderr)
+    );
+    let table = String::from_utf8_lossy(&get.stdout);
+    let mut lines = table.lines();
+    let header: Vec<&str> = lines
+        .next()
+        .expect("kubectl get prints a header")
+        .split_whitespace()
+        .collect();
+    assert_eq!(
+        header,
+        [
+            "NAME",
+            "SOURCE",
+            "DESTINATION",
+            "IMAGE",
+            "PHASE",
+            "PROGRESS",
+            "READY",
+            "AGE"
+        ],
+        "printer columns:\n{table}"
+    );
+    let row: Vec<&str> = lines
+        .next()
+        .expect("kubectl get prints web's row")
+        .split_whitespace()
+        .collect();
+    assert_eq!(
+        row[..7],
+        [
+            "web",
+            SOURCE_REGION,
+            DESTINATION_REGION,
+            destination,
+            "Available",
+            "100%",
+            "True"
+        ],
+        "web's row:\n{table}"
+    );
+}
+
+#[tokio::test]
+async fn copies_beyond_the_region_concurrency_are_queued_then_all_finish() {
+    let stage = Stage::start(
+        "e2e-queue",
+        &["--copy-seconds", "3", "--region-concurrency", "1"],
+        &[],
+    )
+    .await;
+    let names = ["queue-a", "queue-b", "queue-c"];
+    for name in names {
+        stage.create(&image_copy(name)).await;
+    }
+
+    let mut queued_seen: BTreeSet<&str> = BTreeSet::new();
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let mut all_ready = true;
+        for name in names {
+            let object = stage.get(name).await;
+            if phase(&object) == Some(CopyPhase::Queued) && condition_true(&object, "Queued") {
+                queued_seen.insert(name);
+            }
+            all_ready &= is_ready(&object);
+        }
+        if all_ready {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "not all of {names:?} Ready within 90s (queued so far: {queued_seen:?})"
+        );
+        tokio::time::sleep(POLL).await;
+    }
+    assert!(
+        queued_seen.len() >= 2,
+        "with one copy at a time, at least two of three copies are seen Queued; saw {queued_seen:?}"
+    );
+    for name in names {
+        let object = stage.get(name).await;
+        assert_eq!(phase(&object), Some(CopyPhase::Available), "{name}");
+        assert!(
+            !condition_true(&object, "Queued"),
+            "{name} no longer Queued"
+        );
+    }
+    let copies = stage
+        .emulator
+        .images()
+        .await
+        .into_iter()
+        .filter(|i| i["regionId"] == DESTINATION_REGION && i["status"] == "Available")
+        .count();
+    assert_eq!(copies, 3, "three Available copies in {DESTINATION_REGION}");
+}
+
+#[tokio::test]
+async fn deleting_a_copy_in_flight_cancels_it_whether_creating_or_waiting() {
+    // One copy at a time and copies that take ten minutes: the first is Creating, the second
+    // Waiting, for as long as the test needs.
+    let stage = Stage::start(
+        "e2e-cancel",
+        &["--copy-seconds", "600", "--region-concurrency", "1"],
+        &[],
+    )
+    .await;
+    stage.create(&image_copy("creating")).await;
+    let creating = stage
+        .wait_for(
+            "creating",
+            "Copying with an image id",
+            Duration::from_secs(30),
+            |o| phase(o) == Some(CopyPhase::Copying) && image_id(o).is_some(),
+        )
+        .await;
+    stage.create(&image_copy("waiting")).await;
+    let waiting = stage
+        .wait_for("waiting", "Queued", Duration::from_secs(30), |o| {
+            phase(o) == Some(CopyPhase::Queued) && condition_true(o, "Queued")
+        })
+        .await;
+
+    let in_flight = [
+        ("creating", creating, "Creating"),
+        ("waiting", waiting, "Waiting"),
+    ];
+    for (name, object, ecs_status) in &in_flight {
+        let id = image_id(object).expect("status.imageId");
+        let image = stage
+            .emulator
+            .image(DESTINATION_REGION, id)
+            .await
+            .unwrap_or_else(|| panic!("{name}'s image {id} exists before delete"));
+        assert_eq!(image["status"], *ecs_status, "{name}'s image {id}");
+    }
+
+    for (name, ..) in &in_flight {
+        stage.delete(name).await;
+    }
+    for (name, ..) in &in_flight {
+        stage.wait_gone(name, Duration::from_secs(30)).await;
+    }
+
+    let calls = stage.emulator.calls().await;
+    let cancels_ok = calls["calls"]
+        .as_array()
+        .expect("calls array")
+        .iter()
+        .filter(|c| c["action"] == "CancelCopyImage" && c["code"] == "")
+        .count();
+    assert_eq!(
+        cancels_ok, 2,
+        "one successful CancelCopyImage per copy in flight; calls: {}",
+        calls["counts"]
+    );
+    assert_eq!(calls["counts"]["DeleteImage"].as_u64().unwrap_or(0), 0);
+    for (name, object, _) in &in_flight {
+        let id = image_id(object).expect("status.imageId");
+        assert!(
+            stage.emulator.image(DESTINATION_REGION, id).await.is_none(),
+            "{name}'s cancelled image {id} is gone"
+        );
+        stage
+            .wait_event(name, "Normal", "Cancelled", Duration::from_secs(5))
+            .await;
+    }
+}
+
+#[tokio::test]
+async fn deleting_a_finished_copy_applies_the_deletion_policy() {
+    let stage = Stage::start("e2e-policy", &["--copy-seconds", "2"], &[]).await;
+    let deleted = image_copy("deleted");
+    let mut retained = image_copy("retained");
+    retained.spec.deletion_policy = DeletionPolicy::Retain;
+    stage.create(&deleted).await;
+    stage.create(&retained).await;
+    let deleted = stage.wait_ready("deleted", Duration::from_secs(60)).await;
+    let retained = stage.wait_ready("retained", Duration::from_secs(60)).await;
+    let deleted_image = image_id(&deleted).expect("status.imageId").to_string();
+    let retained_image = image_id(&retained).expect("status.imageId").to_string();
+
+    stage.delete("deleted").await;
+    stage.delete("retained").await;
+    stage.wait_gone("deleted", Duration::from_secs(30)).await;
+    stage.wait_gone("retained", Duration::from_secs(30)).await;
+
+    assert_eq!(
+        stage.emulator.count("DeleteImage").await,
+        1,
+        "DeleteImage for the Delete policy only"
+    );
+    assert!(
+        stage
+            .emulator
+            .image(DESTINATION_REGION, &deleted_image)
+            .await
+            .is_none(),
+        "deletionPolicy Delete (the default) deleted {deleted_image}"
+    );
+    let kept = stage
+        .emulator
+        .image(DESTINATION_REGION, &retained_image)
+        .await
+        .unwrap_or_else(|| panic!("deletionPolicy Retain kept {retained_image}"));
+    assert_eq!(kept["status"], "Available");
+    stage
+        .wait_event("deleted", "Normal", "Deleted", Duration::from_secs(5))
+        .await;
+    stage
+        .wait_event("retained", "Normal", "Retained", Duration::from_secs(5))
+        .await;
+}
+
+/// Sits between the operator and the emulator and passes every byte through, except that it
+/// swallows ECS's reply to the first request naming CopyImage: ECS has made the copy but the
+/// operator never learns its id, the window in which a crash could lead to a second copy.
+struct CopyImageReplySwallower {
+    endpoint: String,
+    swallowed: Arc<Notify>,
+}
+
+impl CopyImageReplySwallower {
+    async fn start(upstream: &str) -> CopyImageReplySwallower {
+        let upstream = upstream
+            .strip_prefix("http://")
+            .expect("an http:// endpoint")
+            .to_string();
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind the proxy");
+        let address = listener.local_addr().expect("proxy address");
+        let swallowed = Arc::new(Notify::new());
+        let armed = Arc::new(AtomicBool::new(true));
+        let notify = swallowed.clone();
+        // Runs until the test's runtime ends.
+        tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                let Ok(server) = TcpStream::connect(&upstream).await else {
+                    continue;
+                };
+                tokio::spawn(relay(client, server, armed.clone(), notify.clone()));
+            }
+        });
+        CopyImageReplySwallower {
+            endpoint: format!("http://{address}"),
+            swallowed,
+        }
+    }
+}
+
+/// One connection. The ECS client sends each request in one piece on loopback; the search also
+/// looks across two reads so a request split at the action name is still seen.
+async fn relay(
+    client: TcpStream,
+    server: TcpStream,
+    armed: Arc<AtomicBool>,
+    swallowed: Arc<Notify>,
+) {
+    const ACTION: &[u8] = b"CopyImage";
+    let (mut client_read, mut client_write) = client.into_split();
+    let (mut server_read, mut server_write) = server.into_split();
+    let holding = Arc::new(AtomicBool::new(false));
+    let requests = {
+        let holding = holding.clone();
+        async move {
+            let mut buffer = vec![0u8; 64 * 1024];
+            let mut carry: Vec<u8> = Vec::new();
+            loop {
+                let n = match client_read.read(&mut buffer).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => n,
+                };
+                carry.extend_from_slice(&buffer[..n]);
+                if carry.windows(ACTION.len()).any(|w| w == ACTION)
+                    && armed.swap(false, Ordering::SeqCst)
+                {
+                    holding.store(true, Ordering::SeqCst);
+                }
+                carry.drain(..carry.len().saturating_sub(ACTION.len()));
+                if server_write.write_all(&buffer[..n]).await.is_err() {
+                    break;
+                }
+            }
+        }
+    };
+    let replies = async move {
+        let mut buffer = vec![0u8; 64 * 1024];
+        loop {
+            let n = match server_read.read(&mut buffer).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => n,
+            };
+            if holding.load(Ordering::SeqCst) {
+                swallowed.notify_one();
+            } else if client_write.write_all(&buffer[..n]).await.is_err() {
+                break;
+            }
+        }
+    };
+    tokio::join!(requests, replies);
+}
+
+#[tokio::test]
+async fn operator_killed_right_after_copy_image_does_not_copy_twice() {
+    let emulator = Emulator::start(&["--copy-seconds", "3"]).await;
+    let swallower = CopyImageReplySwallower::start(emulator.endpoint()).await;
+    let mut stage = Stage::start_with("e2e-crash", emulator, &swallower.endpoint, &[]).await;
+    let created = stage.create(&image_copy("crash")).await;
+
+    tokio::time::timeout(Duration::from_secs(30), swallower.swallowed.notified())
+        .await
+        .expect("the operator called CopyImage and ECS answered");
+    assert_eq!(stage.emulator.count("CopyImage").await, 1);
+    stage.operator.kill_9();
+
+    let before_restart = stage.get("crash").await;
+    assert_eq!(
+        image_id(&before_restart),
+        None,
+        "killed before it could record the image"
+    );
+    let orphan = stage.emulator.images_owned_by(&uid(&created)).await;
+    assert_eq!(orphan.len(), 1, "ECS made the copy: {orphan:?}");
+    let orphan_id = orphan[0]["imageId"].clone();
+
+    stage.operator.restart().await;
+    let ready = stage.wait_ready("crash", Duration::from_secs(60)).await;
+
+    assert_eq!(
+        image_id(&ready).map(Value::from),
+        Some(orphan_id),
+        "the new operator adopted the copy the killed one started"
+    );
+    assert_eq!(
+        stage.emulator.count("CopyImage").await,
+        1,
+        "the owner-tag lookup found the copy, so no second CopyImage"
+    );
+    let copies: Vec<Value> = stage
+        .emulator
+        .images()
+        .await
+        .into_iter()
+        .filter(|i| i["regionId"] == DESTINATION_REGION)
+        .collect();
+    assert_eq!(
+        copies.len(),
+        1,
+        "no second copy in {DESTINATION_REGION}: {copies:?}"
+    );
+}
+
+#[tokio::test]
+async fn unknown_source_image_stalls_with_the_ecs_code_without_hot_looping() {
+    let stage = Stage::start("e2e-stalled", &[], &[]).await;
+    let mut object = image_copy("missing-source");
+    object.spec.source_image_id = "m-doesnotexist".into();
+    stage.create(&object).await;
+
+    let stalled = stage
+        .wait_for("missing-source", "Stalled", Duration::from_secs(30), |o| {
+            condition_true(o, "Stalled")
+        })
+        .await;
+    let condition = condition(&stalled, "Stalled").expect("Stalled condition");
+    assert_eq!(condition.reason, "InvalidImageId.NotFound");
+    assert_eq!(phase(&stalled), Some(CopyPhase::Failed));
+    assert!(!is_ready(&stalled));
+    let warning = stage
+        .wait_event(
+            "missing-source",
+            "Warning",
+            "Failed",
+            Duration::from_secs(10),
+        )
+        .await;
+    assert!(
+        warning
+            .note
+            .as_deref()
+            .is_some_and(|n| n.contains("InvalidImageId.NotFound")),
+        "the Warning names the ECS code: {:?}",
+        warning.note
+    );
+
+    // No hot loop: over 20 s the operator tries CopyImage at most a few times.
+    let watch_until = Instant::now() + Duration::from_secs(20);
+    while Instant::now() < watch_until {
+        let copy_calls = stage.emulator.count("CopyImage").await;
+        assert!(
+            copy_calls <= 3,
+            "a stalled object must back off, but CopyImage was called {copy_calls} times"
+        );
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    assert!(
+        stage
+            .emulator
+            .images_owned_by(&uid(&stalled))
+            .await
+            .is_empty()
+    );
+}
+
+#[tokio::test]
+async fn invalid_manifests_are_rejected_at_admission_naming_the_field() {
+    let client = support::apiserver().client().await;
+    support::install_crds(&client).await;
+    let namespace = support::fresh_namespace(&client, "e2e-invalid").await;
+    let resource = ApiResource::erase::<ImageCopy>(&());
+    let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), &namespace, &resource);
+
+    let long_value = "v".repeat(129);
+    let nineteen_tags: BTreeMap<String, String> =
+        (0..19).map(|i| (format!("team{i}"), "x".into())).collect();
+    let cases: Vec<(&str, Value, &str)> = vec![
+        (
+            "same source and destination region",
+            json!({"destinationRegionId": SOURCE_REGION}),
+            "spec.destinationRegionId",
+        ),
+        (
+            "kmsKeyId without encrypted",
+            json!({"kmsKeyId": "key-1"}),
+            "spec.kmsKeyId",
+        ),
+        (
+            "image name starting with aliyun",
+            json!({"destinationImageName": "aliyun-copy"}),
+            "spec.destinationImageName",
+        ),
+        (
+            "image name with http://",
+            json!({"destinationImageName": "copy-http://x"}),
+            "spec.destinationImageName",
+        ),
+        (
+            "image name of one character",
+            json!({"destinationImageName": "a"}),
+            "spec.destinationImageName",
+        ),
+        (
+            "description starting with https://",
+            json!({"destinationDescription": "https://example.com/image"}),
+            "spec.destinationDescription",
+        ),
+        ("19 tags", json!({"tags": nineteen_tags}), "spec.tags"),
+        (
+            "tag key starting with acs:",
+            json!({"tags": {"acs:x": "y"}}),
+            "spec.tags",
+        ),
+        (
+            "tag value over 128 characters",
+            json!({"tags": {"team": long_value}}),
+            "spec.tags",
+        ),
+        (
+            "unknown deletionPolicy",
+            json!({"deletionPolicy": "Destroy"}),
+            "spec.deletionPolicy",
+        ),
+        (
+            "missing sourceImageId",
+            json!({"sourceImageId": null}),
+            "spec.sourceImageId",
+        ),
+    ];
+    for (index, (case, spec, field)) in cases.iter().enumerate() {
+        let object: DynamicObject =
+            serde_json::from_value(manifest(&format!("invalid-{index}"), spec.clone()))
+                .expect("a manifest is a DynamicObject");
+        match api.create(&PostParams::default(), &object).await {
+            Err(kube::Error::Api(status)) => {
+                assert_eq!(status.code, 422, "{case}: {}", status.message);
+                assert!(
+                    status.message.contains(field),
+                    "{case}: the message names {field}: {}",
+                    status.message
+                );
+            }
+            Ok(_) => panic!("{case}: accepted by the apiserver"),
+            Err(other) => panic!("{case}: expected a 422, got {other}"),
+        }
+    }
+
+    // The same through `kubectl apply`, as a user would see it.
+    let same_region = serde_json::to_string(&manifest(
+        "kubectl-same-region",
+        json!({"destinationRegionId": SOURCE_REGION}),
+    ))
+    .expect("JSON manifest");
+    let applied = kubectl(&["apply", "-n", &namespace, "-f", "-"], &same_region).await;
+    let stderr = String::from_utf8_lossy(&applied.stderr);
+    assert!(
+        !applied.status.success() && stderr.contains("spec.destinationRegionId must differ"),
+        "kubectl apply of a same-region copy fails naming the field: {stderr}"
+    );
+
+    // Source, destination and encryption cannot change after creation.
+    let valid: DynamicObject = serde_json::from_value(manifest("immutable", json!({})))
+        .expect("a manifest is a DynamicObject");
+    api.create(&PostParams::default(), &valid)
+        .await
+        .expect("create a valid ImageCopy");
+    let changes = [
+        ("sourceImageId", json!("m-other0001")),
+        ("destinationRegionId", json!("cn-beijing")),
+        ("encrypted", json!(true)),
+    ];
+    for (field, value) in changes {
+        let patch = json!({"spec": {field: value}});
+        match api
+            .patch("immutable", &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+        {
+            Err(kube::Error::Api(status)) => {
+                assert_eq!(status.code, 422, "{field}: {}", status.message);
+                let expected = format!("spec.{field} is immutable");
+                assert!(
+                    status.message.contains(&expected),
+                    "changing {field} fails with {expected:?}: {}",
+                    status.message
+                );
+            }
+            Ok(_) => panic!("changing spec.{field} after create was accepted"),
+            Err(other) => panic!("{field}: expected a 422, got {other}"),
+        }
+    }
+}
+
+#[tokio::test]
+async fn destination_deleted_out_of_band_is_copied_again() {
+    let stage = Stage::start(
+        "e2e-recopy",
+        &["--copy-seconds", "2"],
+        &["--resync-interval", "2s"],
+    )
+    .await;
+    let created = stage.create(&image_copy("recopy")).await;
+    let first = stage.wait_ready("recopy", Duration::from_secs(60)).await;
+    let lost_image = image_id(&first).expect("status.imageId").to_string();
+
+    stage
+        .emulator
+        .delete_image(DESTINATION_REGION, &lost_image)
+        .await;
+
+    let missing = stage
+        .wait_event(
+            "recopy",
+            "Warning",
+            "DestinationImageMissing",
+            Duration::from_secs(30),
+        )
+        .await;
+    assert!(
+        missing
+            .note
+            .as_deref()
+            .is_some_and(|n| n.contains(&lost_image)),
+        "the Warning names the lost image: {:?}",
+        missing.note
+    );
+    let again = stage
+        .wait_for(
+            "recopy",
+            "Ready with a new image",
+            Duration::from_secs(60),
+            |o| is_ready(o) && image_id(o).is_some_and(|id| id != lost_image),
+        )
+        .await;
+    let new_image = image_id(&again).expect("status.imageId");
+    let owned = stage.emulator.images_owned_by(&uid(&created)).await;
+    assert_eq!(owned.len(), 1, "only the new copy exists: {owned:?}");
+    assert_eq!(owned[0]["imageId"], new_image);
+    assert_eq!(owned[0]["status"], "Available");
+}
+
+#[tokio::test]
+async fn fifty_copies_to_one_region_share_the_region_listing() {
+    const COPIES: usize = 50;
+    let poll_interval = Duration::from_secs(1);
+    let stage = Stage::start(
+        "e2e-scale",
+        &["--copy-seconds", "3", "--region-concurrency", "50"],
+        &["--poll-interval", "1s"],
+    )
+    .await;
+    let started = Instant::now();
+    for index in 0..COPIES {
+        stage
+            .create(&image_copy(&format!("scale-{index:02}")))
+            .await;
+    }
+
+    let deadline = started + Duration::from_secs(150);
+    loop {
+        let objects = stage
+            .api
+            .list(&ListParams::default())
+            .await
+            .expect("list ImageCopy objects");
+        let ready = objects.items.iter().filter(|o| is_ready(o)).count();
+        if ready == COPIES {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "only {ready} of {COPIES} copies Ready within {:?}",
+            deadline - started
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let elapsed = started.elapsed();
+    let describes = stage.emulator.count("DescribeImages").await;
+    let copy_calls = stage.emulator.count("CopyImage").await;
+
+    let ticks = elapsed.as_secs_f64() / poll_interval.as_secs_f64();
+    let regions = 1.0;
+    let shared_listing_bound = ticks.ceil() * regions * 3.0 + COPIES as f64;
+    let per_object_polling = COPIES as f64 * ticks;
+    println!(
+        "{COPIES} copies Ready in {elapsed:.1?}: DescribeImages {describes}, CopyImage {copy_calls}; \
+         per-object polling would make ~{per_object_polling:.0}: ratio {:.3}",
+        describes as f64 / per_object_polling
+    );
+    assert!(
+        (describes as f64) <= shared_listing_bound,
+        "DescribeImages {describes} exceeds {shared_listing_bound:.0} (3 per region per tick \
+         over {ticks:.1} ticks + one owner-tag lookup per object)"
+    );
+    assert!((describes as f64) < per_object_polling);
+    let destination_images = stage
+        .emulator
+        .images()
+        .await
+        .into_iter()
+        .filter(|i| i["regionId"] == DESTINATION_REGION)
+        .count();
+    assert_eq!(destination_images, COPIES, "one copy per object");
+}

@@ -1,0 +1,332 @@
+//! Operating the operator: it works with exactly the RBAC of deploy/rbac.yaml under a
+//! ServiceAccount token, and two replicas with `--leader-elect` reconcile one at a time and fail
+//! over when the leader dies.
+
+mod support;
+
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use ecs_image_operator::api::ImageCopy;
+use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::{Namespace, ServiceAccount};
+use k8s_openapi::api::events::v1::Event;
+use kube::api::{Api, ListParams, PostParams};
+use kube::config::{AuthInfo, Kubeconfig};
+use serde_json::json;
+
+fn image_copy(name: &str, destination: &str, secret: Option<&str>) -> ImageCopy {
+    let mut spec = json!({
+        "sourceRegionId": "cn-hangzhou",
+        "sourceImageId": "m-demo0001",
+        "destinationRegionId": destination,
+    });
+    if let Some(secret) = secret {
+        spec["credentialsSecretRef"] = json!({"name": secret});
+    }
+    serde_json::from_value(json!({
+        "apiVersion": "imageops.dev/v1alpha1",
+        "kind": "ImageCopy",
+        "metadata": {"name": name},
+        "spec": spec,
+    }))
+    .expect("valid ImageCopy")
+}
+
+async fn wait_ready(api: &Api<ImageCopy>, name: &str, timeout: Duration) {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let obj = api.get(name).await.expect("get ImageCopy");
+        let ready = obj
+            .status
+            .as_ref()
+            .and_then(|s| s.conditions.iter().find(|c| c.type_ == "Ready"))
+            .is_some_and(|c| c.status == "True");
+        if ready {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{name} not Ready in {timeout:?}: {:?}",
+            obj.status
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+async fn wait_gone(api: &Api<ImageCopy>, name: &str, timeout: Duration) {
+    let deadline = Instant::now() + timeout;
+    while api.get_opt(name).await.expect("get ImageCopy").is_some() {
+        assert!(
+            Instant::now() < deadline,
+            "{name} still exists after {timeout:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+fn kubectl(kubeconfig: &Path, args: &[&str]) {
+    let out = Command::new(support::kubectl_bin())
+        .arg(format!("--kubeconfig={}", kubeconfig.display()))
+        .args(args)
+        .output()
+        .expect("run kubectl");
+    assert!(
+        out.status.success(),
+        "kubectl {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A kubeconfig for the same server that authenticates with a ServiceAccount token.
+fn token_kubeconfig(admin: &Path, token: &str, dir: &Path) -> std::path::PathBuf {
+    let mut config = Kubeconfig::read_from(admin).expect("admin kubeconfig");
+    for named in &mut config.auth_infos {
+        named.auth_info = Some(AuthInfo {
+            token: Some(token.to_string().into()),
+            ..Default::default()
+        });
+    }
+    let path = dir.join("operator-kubeconfig");
+    std::fs::write(
+        &path,
+        serde_yaml::to_string(&config).expect("serialize kubeconfig"),
+    )
+    .expect("write kubeconfig");
+    path
+}
+
+#[tokio::test]
+async fn operator_works_with_only_the_rbac_of_deploy_rbac_yaml() {
+    let apiserver = support::apiserver();
+    let client = apiserver.client().await;
+    support::install_crds(&client).await;
+
+    // deploy/rbac.yaml lives in the operator's namespace; create it once for this binary.
+    let namespaces: Api<Namespace> = Api::all(client.clone());
+    if namespaces
+        .get_opt("ecs-image-operator")
+        .await
+        .expect("get")
+        .is_none()
+    {
+        let ns: Namespace =
+            serde_json::from_value(json!({"metadata": {"name": "ecs-image-operator"}})).unwrap();
+        namespaces
+            .create(&PostParams::default(), &ns)
+            .await
+            .expect("create namespace");
+    }
+    kubectl(
+        &apiserver.kubeconfig,
+        &[
+            "apply",
+            "-f",
+            &support::repo_root()
+                .join("deploy/rbac.yaml")
+                .display()
+                .to_string(),
+        ],
+    );
+    let accounts: Api<ServiceAccount> = Api::namespaced(client.clone(), "ecs-image-operator");
+    let token = accounts
+        .create_token_request(
+            "ecs-image-operator",
+            &PostParams::default(),
+            &TokenRequest {
+                spec: TokenRequestSpec {
+                    audiences: vec![],
+                    expiration_seconds: Some(3600),
+                    ..Default::default()
+                },
+                ..Default::default()
+            },
+        )
+        .await
+        .expect("TokenRequest for the operator's ServiceAccount")
+        .status
+        .expect("token status")
+        .token;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let kubeconfig = token_kubeconfig(&apiserver.kubeconfig, &token, dir.path());
+
+    let ns = support::fresh_namespace(&client, "rbac").await;
+    let emulator = support::Emulator::start(&["--copy-seconds", "2"]).await;
+    let _operator = support::Operator::start(
+        &kubeconfig,
+        emulator.endpoint(),
+        &ns,
+        &[
+            "--leader-elect",
+            "--leader-election-namespace",
+            "ecs-image-operator",
+        ],
+    )
+    .await;
+
+    // The object names a Secret: the operator must be allowed to read it.
+    kubectl(
+        &apiserver.kubeconfig,
+        &[
+            "-n",
+            &ns,
+            "create",
+            "secret",
+            "generic",
+            "ecs-credentials",
+            "--from-literal=accessKeyId=testid",
+            "--from-literal=accessKeySecret=testsecret",
+        ],
+    );
+    let api: Api<ImageCopy> = Api::namespaced(client.clone(), &ns);
+    api.create(
+        &PostParams::default(),
+        &image_copy("least-privilege", "cn-shanghai", Some("ecs-credentials")),
+    )
+    .await
+    .expect("create ImageCopy");
+    wait_ready(&api, "least-privilege", Duration::from_secs(60)).await;
+
+    let events: Api<Event> = Api::namespaced(client.clone(), &ns);
+    let reasons: Vec<String> = events
+        .list(&ListParams::default())
+        .await
+        .expect("list events")
+        .items
+        .into_iter()
+        .filter_map(|e| e.reason)
+        .collect();
+    assert!(
+        reasons.iter().any(|r| r == "Available"),
+        "the operator could publish events: {reasons:?}"
+    );
+
+    api.delete("least-privilege", &Default::default())
+        .await
+        .expect("delete");
+    wait_gone(&api, "least-privilege", Duration::from_secs(30)).await;
+}
+
+async fn reconciles(operator: &support::Operator) -> u64 {
+    let text = reqwest::get(format!("{}/metrics", operator.metrics_url()))
+        .await
+        .expect("GET /metrics")
+        .text()
+        .await
+        .expect("metrics body");
+    text.lines()
+        .filter(|l| l.starts_with("ecs_image_operator_reconciles_total"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+        .sum()
+}
+
+#[tokio::test]
+async fn two_replicas_elect_one_leader_and_fail_over() {
+    let apiserver = support::apiserver();
+    let client = apiserver.client().await;
+    support::install_crds(&client).await;
+    let ns = support::fresh_namespace(&client, "leader").await;
+    let emulator = support::Emulator::start(&["--copy-seconds", "2"]).await;
+    let flags = [
+        "--leader-elect",
+        "--leader-election-namespace",
+        &ns,
+        "--leader-election-lease-duration",
+        "3s",
+    ];
+    let mut first =
+        support::Operator::start(&apiserver.kubeconfig, emulator.endpoint(), &ns, &flags).await;
+    let mut second =
+        support::Operator::start(&apiserver.kubeconfig, emulator.endpoint(), &ns, &flags).await;
+
+    let api: Api<ImageCopy> = Api::namespaced(client.clone(), &ns);
+    api.create(
+        &PostParams::default(),
+        &image_copy("before-failover", "cn-shanghai", None),
+    )
+    .await
+    .expect("create");
+    wait_ready(&api, "before-failover", Duration::from_secs(60)).await;
+
+    let (a, b) = (reconciles(&first).await, reconciles(&second).await);
+    assert!(
+        (a > 0) != (b > 0),
+        "exactly one replica reconciles (first: {a}, second: {b})"
+    );
+    let leases: Api<Lease> = Api::namespaced(client.clone(), &ns);
+    let holder = |lease: Lease| {
+        lease
+            .spec
+            .and_then(|s| s.holder_identity)
+            .unwrap_or_default()
+    };
+    let first_holder = holder(leases.get("ecs-image-operator").await.expect("lease"));
+    assert!(!first_holder.is_empty(), "the lease names its holder");
+
+    let (leader, standby) = if a > 0 {
+        (&mut first, &mut second)
+    } else {
+        (&mut second, &mut first)
+    };
+    leader.kill_9();
+    api.create(
+        &PostParams::default(),
+        &image_copy("after-failover", "cn-beijing", None),
+    )
+    .await
+    .expect("create");
+    wait_ready(&api, "after-failover", Duration::from_secs(60)).await;
+    assert!(reconciles(standby).await > 0, "the standby took over");
+    let new_holder = holder(leases.get("ecs-image-operator").await.expect("lease"));
+    assert_ne!(new_holder, first_holder, "the lease changed hands");
+    assert_eq!(
+        emulator.count("CopyImage").await,
+        2,
+        "one CopyImage per object"
+    );
+}
+
+#[tokio::test]
+async fn persistent_transient_errors_back_off_instead_of_hot_looping() {
+    let apiserver = support::apiserver();
+    let client = apiserver.client().await;
+    support::install_crds(&client).await;
+    let ns = support::fresh_namespace(&client, "backoff").await;
+    let emulator = support::Emulator::start(&["--copy-seconds", "2"]).await;
+    // Every call fails with ServiceUnavailable or InternalError, chosen at random: the status
+    // keeps changing, which must not wake the controller before its backoff.
+    emulator.set_faults(&json!({"errorRate": 1.0})).await;
+    let _operator =
+        support::Operator::start(&apiserver.kubeconfig, emulator.endpoint(), &ns, &[]).await;
+
+    let api: Api<ImageCopy> = Api::namespaced(client.clone(), &ns);
+    api.create(
+        &PostParams::default(),
+        &image_copy("flaky", "cn-shanghai", None),
+    )
+    .await
+    .expect("create");
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    let calls = emulator.count("DescribeImages").await + emulator.count("CopyImage").await;
+    // Backoff from the 1s poll interval doubles: ~4 reconciliations of 3 attempts in 10s.
+    assert!(
+        calls <= 20,
+        "{calls} ECS calls in 10s while every call fails"
+    );
+    let status = api.get("flaky").await.expect("get").status.expect("status");
+    let reconciling = status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "Reconciling")
+        .expect("Reconciling condition");
+    assert_eq!(
+        reconciling.status, "True",
+        "transient errors keep Reconciling True"
+    );
+
+    // Once ECS recovers, the copy completes.
+    emulator.set_faults(&json!({"errorRate": 0.0})).await;
+    wait_ready(&api, "flaky", Duration::from_secs(60)).await;
+}
