@@ -154,7 +154,7 @@ async fn operator_works_with_only_the_rbac_of_deploy_rbac_yaml() {
 
     let ns = support::fresh_namespace(&client, "rbac").await;
     let emulator = support::Emulator::start(&["--copy-seconds", "2"]).await;
-    let _operator = support::Operator::start(
+    let operator = support::Operator::start(
         &kubeconfig,
         emulator.endpoint(),
         &ns,
@@ -202,6 +202,28 @@ async fn operator_works_with_only_the_rbac_of_deploy_rbac_yaml() {
         reasons.iter().any(|r| r == "Available"),
         "the operator could publish events: {reasons:?}"
     );
+
+    let metrics = reqwest::get(format!("{}/metrics", operator.metrics_url()))
+        .await
+        .expect("GET /metrics")
+        .text()
+        .await
+        .expect("metrics body");
+    for line in [
+        r#"ecs_image_operator_ecs_calls_total{action="CopyImage",result="ok"} 1"#,
+        r#"ecs_image_operator_copies_in_flight{region="cn-shanghai"} 0"#,
+        r#"ecs_image_operator_copy_duration_seconds_count{source_region="cn-hangzhou",destination_region="cn-shanghai"} 1"#,
+    ] {
+        assert!(
+            metrics.contains(line),
+            "/metrics lacks `{line}`:\n{metrics}"
+        );
+    }
+    assert!(metrics.contains("ecs_image_operator_reconciles_total{kind=\"ImageCopy\"}"));
+    let health = reqwest::get(format!("{}/healthz", operator.metrics_url()))
+        .await
+        .expect("GET /healthz");
+    assert!(health.status().is_success());
 
     api.delete("least-privilege", &Default::default())
         .await
