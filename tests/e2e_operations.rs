@@ -352,3 +352,211 @@ async fn persistent_transient_errors_back_off_instead_of_hot_looping() {
     emulator.set_faults(&json!({"errorRate": 0.0})).await;
     wait_ready(&api, "flaky", Duration::from_secs(60)).await;
 }
+
+fn stalled_reason(obj: &ImageCopy) -> Option<String> {
+    obj.status
+        .as_ref()?
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "Stalled" && c.status == "True")
+        .map(|c| c.reason.clone())
+}
+
+async fn wait_stalled(api: &Api<ImageCopy>, name: &str, reason: &str) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let obj = api.get(name).await.expect("get ImageCopy");
+        if stalled_reason(&obj).as_deref() == Some(reason) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{name} never Stalled with {reason}: {:?}",
+            obj.status
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test]
+async fn credentials_secret_problems_stall_with_a_clear_reason_until_fixed() {
+    let apiserver = support::apiserver();
+    let client = apiserver.client().await;
+    support::install_crds(&client).await;
+    let ns = support::fresh_namespace(&client, "secrets").await;
+    let emulator = support::Emulator::start(&["--copy-seconds", "1"]).await;
+    let _operator = support::Operator::start(
+        &apiserver.kubeconfig,
+        emulator.endpoint(),
+        &ns,
+        &["--stalled-retry", "2s"],
+    )
+    .await;
+    let api: Api<ImageCopy> = Api::namespaced(client.clone(), &ns);
+    let secret = |name: &str, id: &str, key: Option<&str>| {
+        let mut args = vec![
+            "-n".to_string(),
+            ns.clone(),
+            "create".into(),
+            "secret".into(),
+            "generic".into(),
+            name.to_string(),
+            format!("--from-literal=accessKeyId={id}"),
+        ];
+        if let Some(key) = key {
+            args.push(format!("--from-literal=accessKeySecret={key}"));
+        }
+        kubectl(
+            &apiserver.kubeconfig,
+            &args.iter().map(String::as_str).collect::<Vec<_>>(),
+        );
+    };
+
+    // Missing Secret: stalled, and ECS is never called with anything.
+    api.create(
+        &PostParams::default(),
+        &image_copy("missing", "cn-shanghai", Some("not-yet")),
+    )
+    .await
+    .expect("create");
+    wait_stalled(&api, "missing", "SecretNotFound").await;
+    // A Secret with that name in another namespace does not count.
+    let other = support::fresh_namespace(&client, "elsewhere").await;
+    kubectl(
+        &apiserver.kubeconfig,
+        &[
+            "-n",
+            &other,
+            "create",
+            "secret",
+            "generic",
+            "not-yet",
+            "--from-literal=accessKeyId=testid",
+            "--from-literal=accessKeySecret=testsecret",
+        ],
+    );
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(
+        stalled_reason(&api.get("missing").await.expect("get")).as_deref(),
+        Some("SecretNotFound"),
+        "only the object's own namespace is searched"
+    );
+    assert_eq!(emulator.count("CopyImage").await, 0);
+
+    // Incomplete Secret, and one whose key ECS rejects.
+    secret("incomplete", "testid", None);
+    api.create(
+        &PostParams::default(),
+        &image_copy("incomplete", "cn-shanghai", Some("incomplete")),
+    )
+    .await
+    .expect("create");
+    wait_stalled(&api, "incomplete", "InvalidCredentialsSecret").await;
+    secret("wrong", "testid", Some("not-the-secret"));
+    api.create(
+        &PostParams::default(),
+        &image_copy("wrong", "cn-shanghai", Some("wrong")),
+    )
+    .await
+    .expect("create");
+    wait_stalled(&api, "wrong", "SignatureDoesNotMatch").await;
+    let message = api
+        .get("wrong")
+        .await
+        .expect("get")
+        .status
+        .expect("status")
+        .conditions
+        .into_iter()
+        .find(|c| c.type_ == "Stalled")
+        .expect("Stalled")
+        .message;
+    assert!(
+        !message.contains("not-the-secret"),
+        "no secret in status: {message}"
+    );
+
+    // Creating the Secret un-stalls the object at the next retry.
+    secret("not-yet", "testid", Some("testsecret"));
+    wait_ready(&api, "missing", Duration::from_secs(30)).await;
+}
+
+#[tokio::test]
+async fn a_copy_ecs_cannot_cancel_is_waited_for_then_deleted() {
+    let apiserver = support::apiserver();
+    let client = apiserver.client().await;
+    support::install_crds(&client).await;
+    let ns = support::fresh_namespace(&client, "nocancel").await;
+    let emulator = support::Emulator::start(&["--copy-seconds", "6"]).await;
+    emulator
+        .set_faults(&json!({"cancelNotSupported": true}))
+        .await;
+    let _operator =
+        support::Operator::start(&apiserver.kubeconfig, emulator.endpoint(), &ns, &[]).await;
+    let api: Api<ImageCopy> = Api::namespaced(client.clone(), &ns);
+    api.create(
+        &PostParams::default(),
+        &image_copy("stubborn", "cn-shanghai", None),
+    )
+    .await
+    .expect("create");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let image_id = loop {
+        let obj = api.get("stubborn").await.expect("get");
+        if let Some(id) = obj.status.and_then(|s| s.image_id) {
+            break id;
+        }
+        assert!(Instant::now() < deadline, "no image id recorded");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    api.delete("stubborn", &Default::default())
+        .await
+        .expect("delete");
+
+    // The object stays, Cancelling, with a condition and an event saying why.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let obj = api
+            .get("stubborn")
+            .await
+            .expect("still there while the copy runs");
+        let status = obj.status.unwrap_or_default();
+        let waiting = status
+            .conditions
+            .iter()
+            .any(|c| c.type_ == "Reconciling" && c.reason == "CancelNotSupported");
+        if waiting {
+            assert_eq!(
+                status.phase.map(|p| format!("{p:?}")).as_deref(),
+                Some("Cancelling")
+            );
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no CancelNotSupported condition: {status:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let events: Api<Event> = Api::namespaced(client.clone(), &ns);
+    let reasons: Vec<String> = events
+        .list(&ListParams::default())
+        .await
+        .expect("events")
+        .items
+        .into_iter()
+        .filter_map(|e| e.reason)
+        .collect();
+    assert!(
+        reasons.iter().any(|r| r == "CancelNotSupported"),
+        "{reasons:?}"
+    );
+
+    // When the copy finishes, deletionPolicy Delete removes the image and the object goes.
+    wait_gone(&api, "stubborn", Duration::from_secs(30)).await;
+    assert_eq!(emulator.count("DeleteImage").await, 1);
+    assert!(
+        emulator.image("cn-shanghai", &image_id).await.is_none(),
+        "image deleted"
+    );
+}
