@@ -159,6 +159,9 @@ pub struct Notice {
     pub warning: bool,
     pub reason: &'static str,
     pub message: String,
+    /// The Event's `action`. Events with equal reason and action are merged into one series
+    /// that keeps the first message, so notices that must each be seen differ in action.
+    pub action: String,
 }
 
 impl Notice {
@@ -167,15 +170,20 @@ impl Notice {
             warning: false,
             reason,
             message: message.into(),
+            action: "Reconcile".into(),
         }
     }
 
     pub fn warning(reason: &'static str, message: impl Into<String>) -> Self {
         Notice {
             warning: true,
-            reason,
-            message: message.into(),
+            ..Notice::normal(reason, message)
         }
+    }
+
+    fn with_action(mut self, action: String) -> Self {
+        self.action = action;
+        self
     }
 }
 
@@ -294,10 +302,10 @@ pub fn next_status(
                     if let Some(step) =
                         progress_step_crossed(previous.progress.as_deref(), &progress)
                     {
-                        notices.push(Notice::normal(
-                            "Progress",
-                            format!("copy to {id} at {step}%"),
-                        ));
+                        notices.push(
+                            Notice::normal("Progress", format!("copy to {id} at {step}%"))
+                                .with_action(format!("Copy{step}Percent")),
+                        );
                     }
                     status.progress = Some(progress.clone());
                     wanted = vec![
@@ -527,13 +535,18 @@ mod tests {
         assert_eq!(cond(&queued, QUEUED).status, "True");
         assert_eq!(n1[0].reason, "Queued");
 
-        let (copying, _) = next_status(
+        let (copying, n2) = next_status(
             &queued,
             None,
             &Outcome::Observed(image(ImageState::Creating, "45%")),
             &now(),
         );
         assert_eq!(copying.phase, Some(CopyPhase::Copying));
+        assert_eq!(n2[0].reason, "Progress");
+        assert_eq!(
+            n2[0].action, "Copy40Percent",
+            "each 10% step is its own event, not a merged series"
+        );
         assert_eq!(copying.progress.as_deref(), Some("45%"));
         assert_eq!(cond(&copying, QUEUED).status, "False");
 

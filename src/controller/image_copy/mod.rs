@@ -325,7 +325,7 @@ async fn publish(obj: &ImageCopy, ctx: &Context, notices: &[Notice]) {
             },
             reason: notice.reason.into(),
             note: Some(notice.message.chars().take(1000).collect()),
-            action: "Reconcile".into(),
+            action: notice.action.clone(),
             secondary: None,
         };
         // An event that cannot be recorded must not fail the reconciliation.
