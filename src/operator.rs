@@ -28,6 +28,10 @@ use crate::controller::{Context, Timing, image_copy};
 use crate::ecs::{CallObserver, CredentialsProvider, EcsClient, EcsClientConfig};
 use crate::leader::{LeaderElector, LeaseConfig};
 
+/// How long in-flight reconciliations may take to finish after a stop (SIGTERM or lost lease),
+/// within Kubernetes' default 30s termination grace period.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(20);
+
 #[derive(clap::Args, Debug)]
 pub struct RunArgs {
     /// Send every region's ECS calls to this endpoint (emulator, proxy); `http://` only here.
@@ -106,6 +110,19 @@ fn init_logging(format: LogFormat) {
 }
 
 async fn serve(args: RunArgs) -> Result<(), String> {
+    // One listener for the whole life of the process: a signal that arrives between two phases
+    // (say, just after the lease was won) is still seen.
+    let (signalled, shutdown) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        let _ = signalled.send(true);
+    });
+    let shutdown_requested = move || {
+        let mut shutdown = shutdown.clone();
+        async move {
+            let _ = shutdown.wait_for(|requested| *requested).await;
+        }
+    };
     let client = Client::try_default()
         .await
         .map_err(|e| format!("cannot reach Kubernetes: {e}"))?;
@@ -169,14 +186,24 @@ async fn serve(args: RunArgs) -> Result<(), String> {
         });
     // Scripts and tests read the bound address from this line.
     println!("metrics on http://{local}");
+    // The HTTP server stops after the controller, so probes and metrics stay answerable
+    // while the controller drains.
+    let (server_stop, server_stopped) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(async move {
+        let stop = async move {
+            let _ = server_stopped.await;
+        };
         if let Err(e) = axum::serve(listener, app)
-            .with_graceful_shutdown(shutdown_signal())
+            .with_graceful_shutdown(stop)
             .await
         {
             error!("metrics server: {e}");
         }
     });
+    let stop_server = move || async move {
+        let _ = server_stop.send(());
+        let _ = server.await;
+    };
 
     let api: Api<ImageCopy> = match &args.namespace {
         Some(ns) => Api::namespaced(client.clone(), ns),
@@ -204,8 +231,8 @@ async fn serve(args: RunArgs) -> Result<(), String> {
     if let Some(elector) = &elector {
         tokio::select! {
             _ = elector.acquire() => {}
-            _ = shutdown_signal() => {
-                let _ = server.await;
+            _ = shutdown_requested() => {
+                stop_server().await;
                 return Ok(());
             }
         }
@@ -218,7 +245,7 @@ async fn serve(args: RunArgs) -> Result<(), String> {
     // The controller stops on a signal or when the lease is lost. The trigger it takes must be
     // `Sync`, which the Kubernetes calls inside `keep_leading` are not, so a task watches them.
     let lost_lease = Arc::new(AtomicBool::new(false));
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     {
         let elector = elector.clone();
         let lost_lease = lost_lease.clone();
@@ -226,15 +253,18 @@ async fn serve(args: RunArgs) -> Result<(), String> {
             match elector {
                 Some(elector) => tokio::select! {
                     _ = elector.keep_leading() => lost_lease.store(true, Ordering::SeqCst),
-                    _ = shutdown_signal() => {}
+                    _ = shutdown_requested() => {}
                 },
-                None => shutdown_signal().await,
+                None => shutdown_requested().await,
             }
-            let _ = stop_tx.send(());
+            let _ = stop_tx.send(true);
         });
     }
-    let stop = async move {
-        let _ = stop_rx.await;
+    let stop_requested = move || {
+        let mut stop_rx = stop_rx.clone();
+        async move {
+            let _ = stop_rx.wait_for(|stop| *stop).await;
+        }
     };
     // Only changes that need work wake the controller: a status write (ours) must not, or an
     // error path whose status changes would retry at once instead of after its backoff.
@@ -244,12 +274,29 @@ async fn serve(args: RunArgs) -> Result<(), String> {
         .reflect(writer)
         .applied_objects()
         .predicate_filter(needs_reconcile, Default::default());
-    Controller::for_stream(changes, reader)
+    // The controller holds its workers until the cache has its first listing, and a graceful
+    // stop before that would leave it waiting forever: so the stop waits for the cache too, and
+    // a drain that takes too long (the API server gone, say) is cut short.
+    let cache = reader.clone();
+    let graceful = {
+        let stop_requested = stop_requested.clone();
+        async move {
+            let _ = cache.wait_until_ready().await;
+            stop_requested().await;
+        }
+    };
+    let controller = Controller::for_stream(changes, reader)
         .with_config(ControllerConfig::default().concurrency(args.concurrency))
-        .graceful_shutdown_on(stop)
+        .graceful_shutdown_on(graceful)
         .run(image_copy::reconcile, image_copy::error_policy, ctx)
-        .for_each(|_| futures::future::ready(()))
-        .await;
+        .for_each(|_| futures::future::ready(()));
+    tokio::select! {
+        _ = controller => {}
+        _ = async {
+            stop_requested().await;
+            tokio::time::sleep(DRAIN_TIMEOUT).await;
+        } => warn!("reconciliations still running {DRAIN_TIMEOUT:?} after the stop; exiting anyway"),
+    }
     info!("controller stopped");
     ready.store(false, Ordering::SeqCst);
     if lost_lease.load(Ordering::SeqCst) {
@@ -260,7 +307,7 @@ async fn serve(args: RunArgs) -> Result<(), String> {
     if let Some(elector) = &elector {
         elector.release().await;
     }
-    let _ = server.await;
+    stop_server().await;
     Ok(())
 }
 

@@ -560,3 +560,78 @@ async fn a_copy_ecs_cannot_cancel_is_waited_for_then_deleted() {
         "image deleted"
     );
 }
+
+#[tokio::test]
+async fn sigterm_shuts_the_operator_down_cleanly() {
+    use std::io::{BufRead, BufReader};
+    let apiserver = support::apiserver();
+    let client = apiserver.client().await;
+    support::install_crds(&client).await;
+    let ns = support::fresh_namespace(&client, "shutdown").await;
+    let mut child = Command::new(support::OPERATOR_BIN)
+        .args([
+            "run",
+            "--namespace",
+            &ns,
+            "--metrics-addr",
+            "127.0.0.1:0",
+            "--leader-elect",
+        ])
+        .args(["--leader-election-namespace", &ns])
+        .args(["--ecs-endpoint", "http://127.0.0.1:9"])
+        .env("KUBECONFIG", &apiserver.kubeconfig)
+        .env("ALIBABA_CLOUD_ACCESS_KEY_ID", "testid")
+        .env("ALIBABA_CLOUD_ACCESS_KEY_SECRET", "testsecret")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("start operator");
+    let stdout = child.stdout.take().expect("stdout");
+    let first = BufReader::new(stdout).lines().next();
+    assert!(
+        matches!(&first, Some(Ok(line)) if line.starts_with("metrics on ")),
+        "operator did not start: {first:?}"
+    );
+    // Let it take the lease, so that shutdown also hands the lease back.
+    let leases: Api<Lease> = Api::namespaced(client.clone(), &ns);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while leases
+        .get_opt("ecs-image-operator")
+        .await
+        .expect("get lease")
+        .is_none()
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the operator never took the lease"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    let pid = child.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .expect("kill")
+            .success()
+    );
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("the operator did not exit within 15s of SIGTERM");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(status.success(), "exit status after SIGTERM: {status}");
+    let lease = leases.get("ecs-image-operator").await.expect("lease");
+    assert_eq!(
+        lease.spec.and_then(|s| s.holder_identity),
+        None,
+        "a graceful shutdown releases the lease"
+    );
+}
