@@ -25,6 +25,9 @@ pub struct EcsCallArgs {
     /// Send the call to this endpoint instead of https://ecs.<region>.aliyuncs.com.
     #[arg(long, env = "ECS_ENDPOINT")]
     pub endpoint: Option<Url>,
+    /// Use the VPC endpoint https://ecs-vpc.<region>.aliyuncs.com (from inside Alibaba Cloud).
+    #[arg(long, conflicts_with = "endpoint")]
+    pub vpc: bool,
     /// Signature to send.
     #[arg(long, value_enum, default_value_t = SignatureVersion::V3)]
     pub signature: SignatureVersion,
@@ -68,6 +71,7 @@ async fn call(
 ) -> Result<serde_json::Value, EcsError> {
     let config = EcsClientConfig {
         endpoint: args.endpoint.clone(),
+        vpc: args.vpc,
         signature: args.signature,
         ..EcsClientConfig::default()
     };
