@@ -635,3 +635,49 @@ async fn sigterm_shuts_the_operator_down_cleanly() {
         "a graceful shutdown releases the lease"
     );
 }
+
+#[tokio::test]
+async fn an_owned_deprecated_image_is_adopted_not_copied_again() {
+    let apiserver = support::apiserver();
+    let client = apiserver.client().await;
+    support::install_crds(&client).await;
+    let ns = support::fresh_namespace(&client, "deprecated").await;
+    let emulator = support::Emulator::start(&["--copy-seconds", "1"]).await;
+    let api: Api<ImageCopy> = Api::namespaced(client.clone(), &ns);
+    // The object exists before the operator runs, and ECS already has a copy it owns that
+    // someone deprecated: it must be found (ECS hides it unless asked) and not duplicated.
+    let created = api
+        .create(
+            &PostParams::default(),
+            &image_copy("old-copy", "cn-shanghai", None),
+        )
+        .await
+        .expect("create");
+    let uid = created.metadata.uid.expect("uid");
+    emulator
+        .seed_image(&json!({
+            "regionId": "cn-shanghai",
+            "imageId": "m-deprecatedcopy01",
+            "status": "Deprecated",
+            "tags": {"imageops.dev/owner-uid": uid},
+        }))
+        .await;
+    let _operator =
+        support::Operator::start(&apiserver.kubeconfig, emulator.endpoint(), &ns, &[]).await;
+
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let obj = api.get("old-copy").await.expect("get");
+        if stalled_reason(&obj).as_deref() == Some("DestinationImageDeprecated") {
+            assert_eq!(
+                obj.status.and_then(|s| s.image_id).as_deref(),
+                Some("m-deprecatedcopy01"),
+                "the owned image is adopted"
+            );
+            break;
+        }
+        assert!(Instant::now() < deadline, "not adopted: {:?}", obj.status);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(emulator.count("CopyImage").await, 0, "no second copy");
+}

@@ -14,7 +14,9 @@ use k8s_openapi::jiff::Timestamp;
 use crate::api::OWNER_UID_TAG;
 use crate::ecs::{DescribeImagesRequest, EcsClient, EcsError, Image, ImageStatus, MAX_PAGE_SIZE};
 
-/// Every status a copy can be in. Without an explicit list ECS returns only Available images.
+/// Every status a copy can be in. Without an explicit list ECS returns only Available images;
+/// an owned image missing from the list would look deleted and be copied again, so `Deprecated`
+/// (someone deprecated the copy) is listed too.
 pub fn followed_statuses() -> Vec<ImageStatus> {
     vec![
         ImageStatus::Creating,
@@ -22,6 +24,7 @@ pub fn followed_statuses() -> Vec<ImageStatus> {
         ImageStatus::Available,
         ImageStatus::UnAvailable,
         ImageStatus::CreateFailed,
+        ImageStatus::Deprecated,
     ]
 }
 

@@ -193,6 +193,12 @@ impl Emulator {
         }
     }
 
+    /// `POST /_emulator/images`: seeds an image (`regionId`, `imageId`, `status`, `tags`, …).
+    pub async fn seed_image(&self, image: &Value) -> Value {
+        self.admin(reqwest::Method::POST, "images", Some(image))
+            .await
+    }
+
     /// `GET /_emulator/calls`: `{"counts":{ACTION:N,…},"calls":[…]}`.
     pub async fn calls(&self) -> Value {
         self.admin(reqwest::Method::GET, "calls", None).await

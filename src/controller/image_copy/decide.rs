@@ -364,7 +364,12 @@ pub fn next_status(
                     wanted = vec![
                         Wanted::new(READY, false, "Failed", message.clone()),
                         Wanted::new(RECONCILING, false, "Failed", ""),
-                        Wanted::new(STALLED, true, "CopyFailed", message),
+                        Wanted::new(
+                            STALLED,
+                            true,
+                            &format!("DestinationImage{ecs_status}"),
+                            message,
+                        ),
                         Wanted::new(QUEUED, false, "Failed", ""),
                     ];
                 }
@@ -596,6 +601,10 @@ mod tests {
         );
         assert_eq!(status.phase, Some(CopyPhase::Failed));
         assert_eq!(cond(&status, STALLED).status, "True");
+        assert_eq!(
+            cond(&status, STALLED).reason,
+            "DestinationImageCreateFailed"
+        );
         assert!(notices[0].warning);
     }
 
