@@ -64,12 +64,7 @@ pub fn copy_image(params: &Params, ctx: &mut Ctx<'_>) -> Result<Reply, ApiError>
     }
     let source_name = source.name.clone();
     // Only a name the caller chose can clash; without one the copy keeps the source's name.
-    if let Some(name) = name
-        && ctx
-            .world
-            .images()
-            .any(|i| i.region == destination && i.name == name)
-    {
+    if name.is_some_and(|name| ctx.world.name_taken(destination, name)) {
         return Err(ApiError::image_name_duplicated());
     }
     if params.bool("DryRun")? {

@@ -411,6 +411,11 @@ impl World {
         self.images.values()
     }
 
+    /// Whether an image in `region` already has this name (ECS refuses a second one).
+    pub fn name_taken(&self, region: &str, name: &str) -> bool {
+        self.images().any(|i| i.region == region && i.name == name)
+    }
+
     pub fn image(&self, region: &str, id: &str) -> Option<&Image> {
         self.images.get(id).filter(|i| i.region == region)
     }
@@ -678,11 +683,16 @@ mod tests {
     }
 
     fn world(concurrency: usize) -> World {
-        let mut w = World::new(Timing {
+        world_with(Timing {
             copy: TimeDelta::seconds(10),
             task: TimeDelta::seconds(4),
             concurrency,
-        });
+        })
+    }
+
+    /// A world with the Available source image `cn-hangzhou/m-src`.
+    fn world_with(timing: Timing) -> World {
+        let mut w = World::new(timing);
         w.seed_image(
             SeedImage {
                 region: "cn-hangzhou".into(),
@@ -808,22 +818,11 @@ mod tests {
 
     #[test]
     fn zero_duration_copies_finish_immediately() {
-        let mut w = World::new(Timing {
+        let mut w = world_with(Timing {
             copy: TimeDelta::zero(),
             task: TimeDelta::zero(),
             concurrency: 1,
         });
-        w.seed_image(
-            SeedImage {
-                region: "cn-hangzhou".into(),
-                id: "m-src".into(),
-                name: "src".into(),
-                status: ImageStatus::Available,
-                tags: vec![],
-            },
-            t0(),
-        )
-        .unwrap();
         let ids: Vec<String> = (0..3)
             .map(|n| copy(&mut w, &format!("z{n}"), t0()))
             .collect();

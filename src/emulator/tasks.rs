@@ -93,12 +93,7 @@ pub fn import_image(params: &Params, ctx: &mut Ctx<'_>) -> Result<Reply, ApiErro
             None => {}
         }
     }
-    if let Some(name) = name
-        && ctx
-            .world
-            .images()
-            .any(|i| i.region == region && i.name == name)
-    {
+    if name.is_some_and(|name| ctx.world.name_taken(region, name)) {
         return Err(ApiError::image_name_duplicated());
     }
     if params.bool("DryRun")? {
