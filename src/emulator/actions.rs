@@ -105,6 +105,28 @@ pub fn valid_description(description: &str) -> bool {
         && !description.starts_with("https://")
 }
 
+/// The optional name and description of a new image (CopyImage's `Destination*` parameters when
+/// `destination`, ImportImage's `ImageName`/`Description` otherwise), checked against the rules.
+pub fn image_name_and_description(
+    params: &Params,
+    destination: bool,
+) -> Result<(Option<&str>, Option<&str>), ApiError> {
+    let (name_key, description_key) = if destination {
+        ("DestinationImageName", "DestinationDescription")
+    } else {
+        ("ImageName", "Description")
+    };
+    let name = params.non_empty(name_key);
+    if name.is_some_and(|n| !valid_image_name(n)) {
+        return Err(ApiError::image_name_malformed(destination));
+    }
+    let description = params.non_empty(description_key);
+    if description.is_some_and(|d| !valid_description(d)) {
+        return Err(ApiError::description_malformed(destination));
+    }
+    Ok((name, description))
+}
+
 fn reserved_tag_prefix(s: &str) -> bool {
     s.starts_with("aliyun") || s.starts_with("acs:")
 }

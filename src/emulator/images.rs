@@ -5,8 +5,7 @@ use axum::http::StatusCode;
 use serde_json::{Value, json};
 
 use super::actions::{
-    Ctx, Reply, client_token, region, reply, tags_to_set, timestamp, valid_description,
-    valid_image_name,
+    Ctx, Reply, client_token, image_name_and_description, region, reply, tags_to_set, timestamp,
 };
 use super::errors::ApiError;
 use super::params::{Params, page};
@@ -29,14 +28,7 @@ pub fn copy_image(params: &Params, ctx: &mut Ctx<'_>) -> Result<Reply, ApiError>
     if destination == source_region {
         return Err(ApiError::incorrect_destination_region());
     }
-    let name = params.non_empty("DestinationImageName");
-    if name.is_some_and(|n| !valid_image_name(n)) {
-        return Err(ApiError::image_name_malformed(true));
-    }
-    let description = params.non_empty("DestinationDescription");
-    if description.is_some_and(|d| !valid_description(d)) {
-        return Err(ApiError::description_malformed(true));
-    }
+    let (name, description) = image_name_and_description(params, true)?;
     let encrypted = params.bool("Encrypted")?;
     if params.non_empty("KMSKeyId").is_some() && !encrypted {
         return Err(ApiError::encrypted_illegal());

@@ -5,7 +5,7 @@ use axum::http::StatusCode;
 use serde_json::{Value, json};
 
 use super::actions::{
-    Ctx, Reply, client_token, region, reply, tags_to_set, valid_description, valid_image_name,
+    Ctx, Reply, client_token, image_name_and_description, region, reply, tags_to_set,
 };
 use super::errors::ApiError;
 use super::params::{Params, page};
@@ -60,14 +60,7 @@ pub fn import_image(params: &Params, ctx: &mut Ctx<'_>) -> Result<Reply, ApiErro
             .filter(|s| (5..=2048).contains(s))
             .ok_or_else(|| ApiError::invalid_parameter("DiskDeviceMapping.1.DiskImageSize"))?,
     };
-    let name = params.non_empty("ImageName");
-    if name.is_some_and(|n| !valid_image_name(n)) {
-        return Err(ApiError::image_name_malformed(false));
-    }
-    let description = params.non_empty("Description");
-    if description.is_some_and(|d| !valid_description(d)) {
-        return Err(ApiError::description_malformed(false));
-    }
+    let (name, description) = image_name_and_description(params, false)?;
     let architecture = choice(
         params,
         "Architecture",
