@@ -12,6 +12,7 @@ use url::Url;
 
 use super::credentials::{Credentials, CredentialsProvider};
 use super::error::EcsError;
+use super::fence::{self, Fence};
 use super::request::{self, Freshness, SignatureVersion};
 use super::response;
 use super::retry::{Backoff, retry_is_safe};
@@ -58,6 +59,7 @@ pub struct EcsClient {
     shared: Arc<Shared>,
     credentials: CredentialsProvider,
     observer: Option<Arc<dyn CallObserver>>,
+    fence: Option<Fence>,
 }
 
 struct Shared {
@@ -107,6 +109,7 @@ impl EcsClient {
             }),
             credentials,
             observer: None,
+            fence: None,
         })
     }
 
@@ -121,6 +124,14 @@ impl EcsClient {
     pub fn with_observer(&self, observer: Arc<dyn CallObserver>) -> EcsClient {
         EcsClient {
             observer: Some(observer),
+            ..self.clone()
+        }
+    }
+
+    /// The same client, refusing mutating calls while `fence` is closed.
+    pub fn with_fence(&self, fence: Fence) -> EcsClient {
+        EcsClient {
+            fence: Some(fence),
             ..self.clone()
         }
     }
@@ -165,6 +176,13 @@ impl EcsClient {
         let mut attempt = 1;
         loop {
             self.shared.limiter.until_key_ready(&region_key).await;
+            // Checked before every attempt: a retry must not outlive the lease either.
+            if fence::is_mutation(action)
+                && let Some(fence) = &self.fence
+                && !fence.is_open()
+            {
+                return Err(EcsError::Fenced(action.to_string()));
+            }
             let credentials = self.credentials.credentials().await?;
             let error = match self
                 .attempt(&endpoint, region, action, params, &credentials)

@@ -38,6 +38,9 @@ pub enum EcsError {
     /// The client or the request is misconfigured (bad endpoint, region, parameter...).
     #[error("Config: {0}")]
     Config(String),
+    /// A mutating call refused before it was sent: this replica may no longer lead.
+    #[error("Fenced: {0} not sent; this replica is not sure it holds the leader lease")]
+    Fenced(String),
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -50,8 +53,16 @@ pub struct ApiErrorDetails {
     pub retry_after: Option<Duration>,
 }
 
-/// Codes the ECS gateway uses when it refuses a call because of load; retrying later succeeds.
-const TRANSIENT_CODES: &[&str] = &["InternalError", "UnknownError", "OperationConflict"];
+/// Codes ECS answers when it refuses a call because of load or a concurrent operation on the
+/// same resource; retrying later succeeds. `OperationDenied.ImageCopyConflict` (another copy of
+/// the same image is being set up) and `InvalidOperation.Conflict` pass once the other finishes.
+const TRANSIENT_CODES: &[&str] = &[
+    "InternalError",
+    "UnknownError",
+    "OperationConflict",
+    "OperationDenied.ImageCopyConflict",
+    "InvalidOperation.Conflict",
+];
 
 impl EcsError {
     /// What went wrong without the code, for a status condition next to the code: ECS's
@@ -114,6 +125,8 @@ impl EcsError {
             EcsError::Decode { status, .. } => *status >= 500 || *status == 429,
             EcsError::Transport { .. } | EcsError::Timeout(_) => true,
             EcsError::Credentials(_) | EcsError::Config(_) => false,
+            // Retried by the controller once leadership is settled, never by the client.
+            EcsError::Fenced(_) => false,
         }
     }
 
@@ -151,6 +164,7 @@ impl EcsError {
             EcsError::Transport { .. } | EcsError::Timeout(_) => "Transport",
             EcsError::Decode { .. } => "Decode",
             EcsError::Credentials(_) => "Credentials",
+            EcsError::Fenced(_) => "Fenced",
             EcsError::Config(_) => "Config",
         }
     }
@@ -222,6 +236,8 @@ mod tests {
             api(503, "ServiceUnavailable"),
             api(503, "ServiceUnavailable.RegionMaintaining"),
             api(500, "InternalError"),
+            api(403, "OperationDenied.ImageCopyConflict"),
+            api(400, "InvalidOperation.Conflict"),
             api(400, "UnknownError"),
             api(409, "OperationConflict"),
             api(502, "SomethingNew"),

@@ -9,6 +9,7 @@ pub mod cli;
 mod client;
 mod credentials;
 mod error;
+mod fence;
 mod lenient;
 mod ops;
 mod request;
@@ -21,6 +22,7 @@ mod types;
 pub use client::{CallObserver, EcsClient, EcsClientConfig};
 pub use credentials::{Credentials, CredentialsProvider};
 pub use error::{ApiErrorDetails, EcsError};
+pub use fence::Fence;
 pub use ops::{
     CopyImageRequest, DescribeImagesRequest, DescribeTasksRequest, DiskDeviceMapping,
     ExportImageRequest, ImportImageRequest, ListTagResourcesRequest, MAX_PAGE_SIZE,

@@ -151,15 +151,20 @@ impl RrsaProvider {
             .form(&form)
             .send()
             .await
-            .map_err(|e| sts_failure(&format!("no answer: {e}")))?;
+            .map_err(|e| sts_unreachable(&format!("no answer: {}", e.without_url())))?;
         let status = response.status().as_u16();
         let body = response
             .bytes()
             .await
-            .map_err(|e| sts_failure(&format!("cannot read the answer: {e}")))?;
+            .map_err(|e| sts_unreachable(&format!("cannot read the answer: {e}")))?;
         if !(200..300).contains(&status) {
             let reason = match api_error(status, &body, None) {
+                // Throttling and 5xx say nothing about the role or the token: try again.
+                Some(err) if err.is_transient() => return Err(sts_unreachable(&err.to_string())),
                 Some(err) => err.to_string(),
+                None if status >= 500 || status == 429 => {
+                    return Err(sts_unreachable(&format!("HTTP {status}")));
+                }
                 None => format!("HTTP {status}"),
             };
             return Err(sts_failure(&reason));
@@ -184,6 +189,13 @@ impl RrsaProvider {
 
 fn needs_refresh(expiration: DateTime<Utc>, now: DateTime<Utc>) -> bool {
     expiration - now <= chrono::Duration::from_std(REFRESH_BEFORE_EXPIRY).unwrap_or_default()
+}
+
+/// STS did not answer, or answered that it is overloaded: transient, unlike a refusal.
+fn sts_unreachable(reason: &str) -> EcsError {
+    EcsError::Transport {
+        message: format!("STS AssumeRoleWithOIDC: {reason}"),
+    }
 }
 
 fn sts_failure(reason: &str) -> EcsError {

@@ -37,6 +37,9 @@ pub struct Call {
     /// Empty on success.
     pub code: String,
     pub at: String,
+    /// The AccessKeyId the request claims (V3 `Authorization` credential, V1 `AccessKeyId`),
+    /// so tests can tell apart callers that use different keys; empty when there is none.
+    pub access_key_id: String,
 }
 
 #[derive(Debug, Default)]
@@ -46,7 +49,7 @@ pub struct CallLog {
 }
 
 impl CallLog {
-    fn record(&mut self, action: &str, region_id: &str, code: &str, at: Time) {
+    fn record(&mut self, action: &str, region_id: &str, code: &str, at: Time, access_key_id: &str) {
         *self.counts.entry(action.to_string()).or_default() += 1;
         if self.calls.len() == CALL_HISTORY {
             self.calls.pop_front();
@@ -56,6 +59,7 @@ impl CallLog {
             region_id: region_id.to_string(),
             code: code.to_string(),
             at: at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+            access_key_id: access_key_id.to_string(),
         });
     }
 }
@@ -179,12 +183,13 @@ async fn rpc(
         .unwrap_or_default()
         .to_string();
     let region_id = params.get("RegionId").unwrap_or_default().to_string();
+    let access_key_id = claimed_access_key_id(&incoming, &params);
 
     if action == sts::ACTION {
         let mut shared = app.lock();
         let result = sts::assume_role_with_oidc(&params, &mut shared.keys, now);
         let code = result.as_ref().err().map(|e| e.code.as_str()).unwrap_or("");
-        shared.calls.record(&action, &region_id, code, now);
+        shared.calls.record(&action, &region_id, code, now, &access_key_id);
         return respond(result, &request_id, "sts.aliyuncs.com");
     }
 
@@ -203,13 +208,26 @@ async fn rpc(
     // A request that names no action is not an ECS call and is not counted.
     if !action.is_empty() {
         let code = result.as_ref().err().map(|e| e.code.as_str()).unwrap_or("");
-        shared.calls.record(&action, &region_id, code, now);
+        shared.calls.record(&action, &region_id, code, now, &access_key_id);
     }
     drop(guard);
     if let Err(error) = &result {
         tracing::debug!(%action, %region_id, code = %error.code, message = %error.message, "rejected");
     }
     respond(result, &request_id, &host_id)
+}
+
+/// The key a request says it is signed with, whether or not the signature holds.
+fn claimed_access_key_id(incoming: &Incoming<'_>, params: &Params) -> String {
+    if let Some(id) = params.non_empty("AccessKeyId") {
+        return id.to_string();
+    }
+    incoming
+        .header("authorization")
+        .and_then(|auth| auth.split("Credential=").nth(1))
+        .and_then(|rest| rest.split([',', ' ']).next())
+        .unwrap_or_default()
+        .to_string()
 }
 
 fn handle_ecs(
