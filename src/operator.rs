@@ -50,13 +50,13 @@ pub struct RunArgs {
     #[arg(long, value_enum, default_value = "text", env = "LOG_FORMAT")]
     pub log_format: LogFormat,
     /// How often in-flight copies are looked at; one listing per region per interval.
-    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    #[arg(long, default_value = "10s", value_parser = interval)]
     pub poll_interval: Duration,
     /// How often finished copies are checked (for example for out-of-band deletion).
-    #[arg(long, default_value = "5m", value_parser = humantime::parse_duration)]
+    #[arg(long, default_value = "5m", value_parser = interval)]
     pub resync_interval: Duration,
     /// Wait after a terminal error (Stalled) before trying again.
-    #[arg(long, default_value = "5m", value_parser = humantime::parse_duration)]
+    #[arg(long, default_value = "5m", value_parser = interval)]
     pub stalled_retry: Duration,
     /// Client-side limit of ECS calls per second per region.
     #[arg(long, default_value_t = 10)]
@@ -76,6 +76,21 @@ pub struct RunArgs {
     /// How long a leader's Lease lasts without renewal before another replica takes over.
     #[arg(long, default_value = "15s", value_parser = humantime::parse_duration)]
     pub leader_election_lease_duration: Duration,
+}
+
+/// Shortest accepted interval: anything less polls ECS in a hot loop.
+const MIN_INTERVAL: Duration = Duration::from_millis(100);
+
+/// A duration flag such as `10s` or `5m`, at least [`MIN_INTERVAL`].
+fn interval(text: &str) -> Result<Duration, String> {
+    let duration = humantime::parse_duration(text).map_err(|e| e.to_string())?;
+    if duration < MIN_INTERVAL {
+        return Err(format!(
+            "{text} is too short: at least {} (a shorter interval polls ECS in a hot loop)",
+            humantime::format_duration(MIN_INTERVAL)
+        ));
+    }
+    Ok(duration)
 }
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug)]
@@ -377,4 +392,18 @@ async fn shutdown_signal() {
     }
     #[cfg(not(unix))]
     let _ = ctrl_c.await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn intervals_that_would_hot_loop_are_refused() {
+        assert!(interval("0s").is_err());
+        assert!(interval("10ms").is_err());
+        assert!(interval("nonsense").is_err());
+        assert_eq!(interval("10s"), Ok(Duration::from_secs(10)));
+        assert_eq!(interval("500ms"), Ok(Duration::from_millis(500)));
+    }
 }

@@ -14,8 +14,9 @@ pub struct ObjectEcs {
     pub access_key_id: String,
 }
 
-/// Resolves credentials for an object in `namespace`. Errors are terminal for the object
-/// (`Stalled` with the reason) until the Secret or the operator's configuration changes.
+/// Resolves credentials for an object in `namespace`. `Error::Credentials` is terminal for the
+/// object (`Stalled` with the reason) until the Secret or the operator's configuration changes;
+/// an STS outage comes back as a transient `Error::Ecs`.
 pub async fn for_object(
     ctx: &Context,
     namespace: &str,
@@ -40,13 +41,17 @@ pub async fn for_object(
             message: "the operator has no credentials of its own (ALIBABA_CLOUD_ACCESS_KEY_ID/SECRET or RRSA) and the object names no spec.credentialsSecretRef".into(),
         })?,
     };
-    let credentials = provider
-        .credentials()
-        .await
-        .map_err(|e| Error::Credentials {
-            reason: "CredentialsUnavailable",
-            message: e.to_string(),
-        })?;
+    let credentials = provider.credentials().await.map_err(|e| {
+        if e.is_transient() {
+            // STS unreachable or overloaded: retried with backoff, not a verdict on the role.
+            Error::Ecs(e)
+        } else {
+            Error::Credentials {
+                reason: "CredentialsUnavailable",
+                message: e.to_string(),
+            }
+        }
+    })?;
     Ok(ObjectEcs {
         client: ctx.ecs.with_credentials(provider),
         access_key_id: credentials.access_key_id().to_string(),

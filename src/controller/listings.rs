@@ -4,11 +4,18 @@
 //! (owner-tag filter, every status, 100 per page), shared by all objects and refreshed at most
 //! once per poll interval. So the number of DescribeImages calls grows with regions and ticks,
 //! not with the number of objects.
+//!
+//! A listing runs as its own task: callers wait for it at most `wait_limit` and then give up with
+//! a transient error, so a region whose endpoint hangs holds no reconcile worker for long and the
+//! other regions go on. Slots of (region, account) pairs nobody asked for in a while are dropped:
+//! RRSA rotates the AccessKeyId, and each new key would otherwise add a slot forever.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use futures::FutureExt;
+use futures::future::{BoxFuture, Shared};
 use k8s_openapi::jiff::Timestamp;
 
 use crate::api::OWNER_UID_TAG;
@@ -31,73 +38,248 @@ pub fn followed_statuses() -> Vec<ImageStatus> {
 /// One region's owned images at one moment.
 #[derive(Debug)]
 pub struct Listing {
-    /// When the listing request started: an image recorded before this must be in it.
+    /// When the listing request started: an image recorded before this should be in it (the
+    /// tag index may still lag, so absence is only ever a hint).
     pub taken_at: Timestamp,
     pub images: HashMap<String, Image>,
+}
+
+impl Listing {
+    /// The listed images tagged with `uid` as their owner.
+    pub fn owned_by<'a>(&'a self, uid: &'a str) -> impl Iterator<Item = &'a Image> + 'a {
+        self.images
+            .values()
+            .filter(move |image| image.tag(OWNER_UID_TAG) == Some(uid))
+    }
 }
 
 /// Key: (region, AccessKeyId) — objects with their own Secret may see another account.
 type Key = (String, String);
 
+type Fetch = Shared<BoxFuture<'static, Result<Arc<Listing>, EcsError>>>;
+
 struct Slot {
     fetched: Option<(Instant, Arc<Listing>)>,
+    in_flight: Option<Fetch>,
+    last_used: Instant,
 }
 
 pub struct RegionListings {
     max_age: Duration,
-    slots: Mutex<HashMap<Key, Arc<tokio::sync::Mutex<Slot>>>>,
+    wait_limit: Duration,
+    idle_eviction: Duration,
+    slots: Arc<Mutex<HashMap<Key, Slot>>>,
 }
 
 impl RegionListings {
     /// `max_age` is how old a shared listing may be before the next reader refreshes it.
     pub fn new(max_age: Duration) -> Self {
+        // Long enough for a healthy listing of many pages, short enough that a hanging endpoint
+        // gives the worker back well within a poll or two; slots live for many polls.
+        Self::with_limits(
+            max_age,
+            max_age.max(Duration::from_secs(15)),
+            (max_age * 30).max(Duration::from_secs(600)),
+        )
+    }
+
+    /// `wait_limit`: how long a caller waits for a listing; `idle_eviction`: how long a slot
+    /// nobody asks for is kept.
+    pub fn with_limits(max_age: Duration, wait_limit: Duration, idle_eviction: Duration) -> Self {
         RegionListings {
             max_age,
-            slots: Mutex::new(HashMap::new()),
+            wait_limit,
+            idle_eviction,
+            slots: Arc::new(Mutex::new(HashMap::new())),
         }
     }
 
+    /// How many (region, account) slots are kept; for tests of eviction.
+    pub fn slot_count(&self) -> usize {
+        self.slots.lock().unwrap_or_else(|e| e.into_inner()).len()
+    }
+
     /// The region's listing, fetched only if the shared one is older than `max_age`. Concurrent
-    /// callers of one region wait for a single fetch instead of each making their own.
+    /// callers of one region share a single fetch instead of each making their own.
     pub async fn get(
         &self,
         ecs: &EcsClient,
         access_key_id: &str,
         region: &str,
     ) -> Result<Arc<Listing>, EcsError> {
-        let slot = {
+        let key = (region.to_string(), access_key_id.to_string());
+        let fetch = {
             let mut slots = self.slots.lock().unwrap_or_else(|e| e.into_inner());
-            slots
-                .entry((region.to_string(), access_key_id.to_string()))
-                .or_insert_with(|| Arc::new(tokio::sync::Mutex::new(Slot { fetched: None })))
-                .clone()
+            let now = Instant::now();
+            let idle = self.idle_eviction;
+            slots.retain(|_, slot| {
+                slot.in_flight.is_some() || now.duration_since(slot.last_used) < idle
+            });
+            let slot = slots.entry(key.clone()).or_insert_with(|| Slot {
+                fetched: None,
+                in_flight: None,
+                last_used: now,
+            });
+            slot.last_used = now;
+            if let Some((at, listing)) = &slot.fetched
+                && at.elapsed() < self.max_age
+            {
+                return Ok(listing.clone());
+            }
+            match &slot.in_flight {
+                Some(fetch) => fetch.clone(),
+                None => {
+                    let fetch = self.start_fetch(ecs.clone(), key);
+                    slot.in_flight = Some(fetch.clone());
+                    fetch
+                }
+            }
         };
-        let mut slot = slot.lock().await;
-        if let Some((at, listing)) = &slot.fetched
-            && at.elapsed() < self.max_age
-        {
-            return Ok(listing.clone());
+        match tokio::time::timeout(self.wait_limit, fetch).await {
+            Ok(result) => result,
+            Err(_) => Err(EcsError::Timeout(self.wait_limit)),
         }
-        let taken_at = Timestamp::now();
-        let images = ecs
-            .describe_all_images(&DescribeImagesRequest {
-                region: region.to_string(),
-                status: followed_statuses(),
-                image_owner_alias: Some("self".into()),
-                // Key only: every image this operator owns, whatever the owner's UID.
-                tags: vec![(OWNER_UID_TAG.to_string(), String::new())],
-                page_size: Some(MAX_PAGE_SIZE),
-                ..Default::default()
-            })
-            .await?;
-        let listing = Arc::new(Listing {
-            taken_at,
-            images: images
-                .into_iter()
-                .map(|i| (i.image_id.clone(), i))
-                .collect(),
+    }
+
+    /// Runs the listing as a task of its own that stores its result in the slot when done.
+    fn start_fetch(&self, ecs: EcsClient, key: Key) -> Fetch {
+        let slots = self.slots.clone();
+        let task = tokio::spawn(async move {
+            let taken_at = Timestamp::now();
+            let result = list_owned_images(&ecs, &key.0).await.map(|images| {
+                Arc::new(Listing {
+                    taken_at,
+                    images: images
+                        .into_iter()
+                        .map(|i| (i.image_id.clone(), i))
+                        .collect(),
+                })
+            });
+            let mut slots = slots.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(slot) = slots.get_mut(&key) {
+                slot.in_flight = None;
+                if let Ok(listing) = &result {
+                    slot.fetched = Some((Instant::now(), listing.clone()));
+                }
+            }
+            result
         });
-        slot.fetched = Some((Instant::now(), listing.clone()));
-        Ok(listing)
+        async move {
+            task.await.unwrap_or_else(|e| {
+                Err(EcsError::Transport {
+                    message: format!("region listing task ended: {e}"),
+                })
+            })
+        }
+        .boxed()
+        .shared()
+    }
+}
+
+async fn list_owned_images(ecs: &EcsClient, region: &str) -> Result<Vec<Image>, EcsError> {
+    ecs.describe_all_images(&DescribeImagesRequest {
+        region: region.to_string(),
+        status: followed_statuses(),
+        image_owner_alias: Some("self".into()),
+        // Key only: every image this operator owns, whatever the owner's UID.
+        tags: vec![(OWNER_UID_TAG.to_string(), String::new())],
+        page_size: Some(MAX_PAGE_SIZE),
+        ..Default::default()
+    })
+    .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ecs::{Credentials, CredentialsProvider, EcsClientConfig};
+
+    /// A local ECS that never answers for `hung_region` and lists nothing elsewhere; counts
+    /// the requests per region.
+    async fn fake_ecs(
+        hung_region: &'static str,
+    ) -> (EcsClient, Arc<Mutex<HashMap<String, usize>>>) {
+        let seen: Arc<Mutex<HashMap<String, usize>>> = Arc::default();
+        let counter = seen.clone();
+        let app = axum::Router::new().fallback(move |uri: axum::http::Uri| {
+            let counter = counter.clone();
+            async move {
+                let query = uri.query().unwrap_or_default().to_string();
+                let region = form_urlencoded::parse(query.as_bytes())
+                    .find(|(k, _)| k == "RegionId")
+                    .map(|(_, v)| v.to_string())
+                    .unwrap_or_default();
+                *counter
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .entry(region.clone())
+                    .or_default() += 1;
+                if region == hung_region {
+                    tokio::time::sleep(Duration::from_secs(3600)).await;
+                }
+                axum::Json(serde_json::json!({
+                    "RequestId": "r", "TotalCount": 0, "PageNumber": 1, "PageSize": 100,
+                    "Images": {"Image": []}
+                }))
+            }
+        });
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        let client = EcsClient::new(
+            EcsClientConfig {
+                endpoint: Some(url::Url::parse(&format!("http://{address}")).unwrap()),
+                max_attempts: 1,
+                ..Default::default()
+            },
+            CredentialsProvider::fixed(Credentials::new("id", "secret")),
+        )
+        .unwrap();
+        (client, seen)
+    }
+
+    #[tokio::test]
+    async fn a_hanging_region_neither_holds_its_callers_nor_blocks_other_regions() {
+        let (ecs, seen) = fake_ecs("cn-hangzhou").await;
+        let listings = RegionListings::with_limits(
+            Duration::from_secs(10),
+            Duration::from_millis(300),
+            Duration::from_secs(600),
+        );
+        let started = Instant::now();
+        let (hung_a, hung_b, healthy) = tokio::join!(
+            listings.get(&ecs, "key", "cn-hangzhou"),
+            listings.get(&ecs, "key", "cn-hangzhou"),
+            listings.get(&ecs, "key", "cn-shanghai"),
+        );
+        assert!(matches!(hung_a, Err(EcsError::Timeout(_))), "{hung_a:?}");
+        assert!(matches!(hung_b, Err(EcsError::Timeout(_))), "{hung_b:?}");
+        assert!(healthy.is_ok(), "{healthy:?}");
+        assert!(started.elapsed() < Duration::from_secs(5));
+        let hangzhou_requests = || seen.lock().unwrap().get("cn-hangzhou").copied();
+        assert_eq!(hangzhou_requests(), Some(1), "one shared listing");
+        // A caller arriving while the listing still hangs waits for that one, not a new one.
+        assert!(listings.get(&ecs, "key", "cn-hangzhou").await.is_err());
+        assert_eq!(hangzhou_requests(), Some(1));
+    }
+
+    #[tokio::test]
+    async fn slots_nobody_asks_for_are_dropped() {
+        let (ecs, _) = fake_ecs("none").await;
+        let listings = RegionListings::with_limits(
+            Duration::from_secs(10),
+            Duration::from_secs(5),
+            Duration::from_millis(100),
+        );
+        for rotated_key in ["LTAI-1", "LTAI-2", "LTAI-3"] {
+            listings
+                .get(&ecs, rotated_key, "cn-shanghai")
+                .await
+                .unwrap();
+        }
+        assert_eq!(listings.slot_count(), 3);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        listings.get(&ecs, "LTAI-4", "cn-shanghai").await.unwrap();
+        assert_eq!(listings.slot_count(), 1, "keys rotated away are forgotten");
     }
 }

@@ -50,6 +50,9 @@ pub struct Metrics {
     ecs_calls: Family<CallLabels, Counter>,
     in_flight: Family<RegionLabels, Gauge>,
     copy_duration: Family<RegionPairLabels, Histogram>,
+    undecodable_items: Counter,
+    listing_misses: Family<KindLabels, Counter>,
+    duplicates_removed: Family<KindLabels, Counter>,
     /// Object UID → destination region of the copies counted in `in_flight`.
     in_flight_objects: Mutex<HashMap<String, String>>,
 }
@@ -85,8 +88,29 @@ impl Default for Metrics {
             "Time from CopyImage to an Available destination image, by region pair",
             copy_duration.clone(),
         );
+        let undecodable_items = Counter::default();
+        registry.register(
+            "ecs_undecodable_items",
+            "Items of ECS answers left out because they could not be decoded",
+            undecodable_items.clone(),
+        );
+        let listing_misses = Family::<KindLabels, Counter>::default();
+        registry.register(
+            "listing_misses",
+            "Owned resources a shared region listing lacked but a direct lookup found (lagging tag index, removed owner tag)",
+            listing_misses.clone(),
+        );
+        let duplicates_removed = Family::<KindLabels, Counter>::default();
+        registry.register(
+            "duplicates_removed",
+            "Extra cloud resources carrying an object's owner tag that were cancelled or deleted",
+            duplicates_removed.clone(),
+        );
         Metrics {
             registry,
+            undecodable_items,
+            listing_misses,
+            duplicates_removed,
             reconciles,
             errors,
             ecs_calls,
@@ -148,7 +172,23 @@ impl Metrics {
             .observe(took.as_secs_f64());
     }
 
+    pub fn listing_missed(&self, kind: &str) {
+        self.listing_misses
+            .get_or_create(&KindLabels { kind: kind.into() })
+            .inc();
+    }
+
+    pub fn duplicate_removed(&self, kind: &str) {
+        self.duplicates_removed
+            .get_or_create(&KindLabels { kind: kind.into() })
+            .inc();
+    }
+
     pub fn encode(&self) -> Result<String, std::fmt::Error> {
+        // The ECS decoder counts on its own (it knows nothing of metrics): catch up here.
+        let seen = crate::ecs::undecodable_items();
+        self.undecodable_items
+            .inc_by(seen.saturating_sub(self.undecodable_items.get()));
         let mut out = String::new();
         prometheus_client::encoding::text::encode(&mut out, &self.registry)?;
         Ok(out)

@@ -54,8 +54,7 @@ pub struct Context {
     pub metrics: Arc<Metrics>,
     pub listings: RegionListings,
     pub timing: Timing,
-    /// Consecutive transient failures per object UID, for exponential backoff.
-    failures: Mutex<HashMap<String, u32>>,
+    backoffs: Backoffs,
 }
 
 impl Context {
@@ -74,29 +73,70 @@ impl Context {
             recorder,
             metrics,
             listings: RegionListings::new(timing.poll_interval),
+            backoffs: Backoffs::new(timing.poll_interval, timing.max_backoff),
             timing,
+        }
+    }
+
+    /// The delay before retrying an object after another consecutive failure.
+    pub fn backoff_after_failure(&self, uid: &str) -> Duration {
+        self.backoffs.next(uid)
+    }
+
+    /// Drops everything kept for an object that is gone, so per-object state does not grow
+    /// with every object ever seen.
+    pub fn forget(&self, uid: &str) {
+        self.backoffs.reset(uid);
+        self.metrics.set_in_flight(uid, None);
+    }
+
+    pub fn reset_failures(&self, uid: &str) {
+        self.backoffs.reset(uid);
+    }
+}
+
+/// Consecutive failures per object UID, for exponential backoff: from the poll interval,
+/// doubling, capped, with jitter so objects that failed together spread out.
+pub struct Backoffs {
+    base: Duration,
+    max: Duration,
+    failures: Mutex<HashMap<String, u32>>,
+}
+
+impl Backoffs {
+    pub fn new(base: Duration, max: Duration) -> Self {
+        Backoffs {
+            base,
+            max,
             failures: Mutex::new(HashMap::new()),
         }
     }
 
-    /// The delay before retrying an object after its `n`-th consecutive transient failure:
-    /// exponential from the poll interval, capped, with jitter so objects spread out.
-    pub fn backoff_after_failure(&self, uid: &str) -> Duration {
+    /// Counts one more failure of `uid` and returns how long to wait before the next try.
+    pub fn next(&self, uid: &str) -> Duration {
         let mut failures = self.failures.lock().unwrap_or_else(|e| e.into_inner());
         let n = failures.entry(uid.to_string()).or_insert(0);
         *n = n.saturating_add(1);
-        let base = self.timing.poll_interval.as_secs_f64().max(0.5);
+        let base = self.base.as_secs_f64().max(0.5);
         let exp = base * 2f64.powi((*n).min(16) as i32 - 1);
-        let capped = exp.min(self.timing.max_backoff.as_secs_f64());
+        let capped = exp.min(self.max.as_secs_f64());
         let jitter = rand::random_range(0.8..1.2);
         Duration::from_secs_f64(capped * jitter)
     }
 
-    pub fn reset_failures(&self, uid: &str) {
+    pub fn reset(&self, uid: &str) {
         self.failures
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .remove(uid);
+    }
+
+    /// Objects with failures on record.
+    pub fn tracked(&self) -> usize {
+        self.failures
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .len()
     }
 }
 
@@ -114,6 +154,9 @@ pub enum Error {
         reason: &'static str,
         message: String,
     },
+    /// ECS answered with something that could not be decoded where a decision depends on it.
+    #[error("unreadable ECS answer: {0}")]
+    Unreadable(String),
     /// Not a failure: the finalizer stays until ECS finishes a copy it could not cancel.
     #[error("waiting for the copy of {0} to finish; ECS cannot cancel it")]
     WaitingForCopy(String),
@@ -127,7 +170,35 @@ impl Error {
             Error::Ecs(e) => e.code().unwrap_or("Transport").to_string(),
             Error::MissingObjectField(_) => "InvalidObject".into(),
             Error::Credentials { reason, .. } => (*reason).to_string(),
+            Error::Unreadable(_) => "Unreadable".into(),
             Error::WaitingForCopy(_) => "WaitingForCopy".into(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_to_its_cap_and_forgets_objects() {
+        let backoffs = Backoffs::new(Duration::from_secs(1), Duration::from_secs(8));
+        let delays: Vec<f64> = (0..6).map(|_| backoffs.next("a").as_secs_f64()).collect();
+        for (delay, expected) in delays.iter().zip([1.0, 2.0, 4.0, 8.0, 8.0, 8.0]) {
+            assert!(
+                (expected * 0.8..=expected * 1.2).contains(delay),
+                "{delays:?}"
+            );
+        }
+        backoffs.next("b");
+        assert_eq!(backoffs.tracked(), 2);
+        backoffs.reset("a");
+        backoffs.reset("b");
+        assert_eq!(
+            backoffs.tracked(),
+            0,
+            "deleted objects leave nothing behind"
+        );
+        assert!(backoffs.next("a") < Duration::from_secs_f64(1.3));
     }
 }

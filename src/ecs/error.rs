@@ -55,8 +55,10 @@ pub struct ApiErrorDetails {
 
 /// Codes ECS answers when it refuses a call because of load or a concurrent operation on the
 /// same resource; retrying later succeeds. `OperationDenied.ImageCopyConflict` (another copy of
-/// the same image is being set up) and `InvalidOperation.Conflict` pass once the other finishes.
+/// the same image is being set up), `OperationDenied.ImageCopying` ("try again later") and
+/// `InvalidOperation.Conflict` pass once the other operation finishes.
 const TRANSIENT_CODES: &[&str] = &[
+    "OperationDenied.ImageCopying",
     "InternalError",
     "UnknownError",
     "OperationConflict",

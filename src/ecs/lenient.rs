@@ -2,9 +2,21 @@
 //! generations (`"true"` vs `true`, `"40"` vs `40`, lists wrapped as `{"Tag":[..]}` or not,
 //! `null` for absent values); one odd field must not make a whole answer unreadable.
 
+use std::sync::atomic::{AtomicU64, Ordering};
+
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer};
 use serde_json::Value;
+
+/// List items that could not be decoded, since the process started.
+static UNDECODABLE_ITEMS: AtomicU64 = AtomicU64::new(0);
+
+/// How many list items (images, tasks, …) were left out of answers because they did not decode.
+/// An item left out is an image the operator cannot see: each one is logged and counted, so a
+/// decision taken without it can be traced.
+pub fn undecodable_items() -> u64 {
+    UNDECODABLE_ITEMS.load(Ordering::Relaxed)
+}
 
 /// `null` or a non-string becomes the empty string.
 pub fn string<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
@@ -40,7 +52,9 @@ pub fn count<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
 }
 
 /// A list as ECS wraps it (`{"Images":{"Image":[..]}}` → the inner array), a bare array as
-/// some documentation samples show, or nothing. Items that do not decode are skipped.
+/// some documentation samples show, or nothing. Items that do not decode are left out, each with
+/// a warning naming it and a count in [`undecodable_items`]; callers that must not mistake a
+/// left-out item for an absent one compare with the answer's `TotalCount`.
 pub fn list<'de, D: Deserializer<'de>, T: DeserializeOwned>(d: D) -> Result<Vec<T>, D::Error> {
     let items = match Value::deserialize(d)? {
         Value::Array(items) => items,
@@ -55,8 +69,28 @@ pub fn list<'de, D: Deserializer<'de>, T: DeserializeOwned>(d: D) -> Result<Vec<
     };
     Ok(items
         .into_iter()
-        .filter_map(|item| serde_json::from_value(item).ok())
+        .filter_map(|item| match T::deserialize(&item) {
+            Ok(decoded) => Some(decoded),
+            Err(error) => {
+                UNDECODABLE_ITEMS.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(%error, item = %identify(&item), "left an undecodable item out of an ECS answer");
+                None
+            }
+        })
         .collect())
+}
+
+/// The id fields of an item, for the log line about it (never the whole item: it can be large).
+fn identify(item: &Value) -> String {
+    let ids: Vec<String> = ["ImageId", "TaskId", "ResourceId", "RegionId"]
+        .iter()
+        .filter_map(|key| item.get(*key).map(|v| format!("{key}={v}")))
+        .collect();
+    if ids.is_empty() {
+        "(no id)".into()
+    } else {
+        ids.join(" ")
+    }
 }
 
 #[cfg(test)]
@@ -99,5 +133,13 @@ mod tests {
             }
         );
         assert_eq!(parse(r#"{"l":""}"#), Sample::default());
+    }
+
+    #[test]
+    fn left_out_items_are_counted() {
+        let before = undecodable_items();
+        let parsed: Sample = serde_json::from_str(r#"{"l":[1,"bad",{"x":1}]}"#).unwrap();
+        assert_eq!(parsed.l, vec![1]);
+        assert!(undecodable_items() >= before + 2);
     }
 }

@@ -23,6 +23,7 @@ pub use client::{CallObserver, EcsClient, EcsClientConfig};
 pub use credentials::{Credentials, CredentialsProvider};
 pub use error::{ApiErrorDetails, EcsError};
 pub use fence::Fence;
+pub use lenient::undecodable_items;
 pub use ops::{
     CopyImageRequest, DescribeImagesRequest, DescribeTasksRequest, DiskDeviceMapping,
     ExportImageRequest, ImportImageRequest, ListTagResourcesRequest, MAX_PAGE_SIZE,

@@ -189,7 +189,9 @@ async fn rpc(
         let mut shared = app.lock();
         let result = sts::assume_role_with_oidc(&params, &mut shared.keys, now);
         let code = result.as_ref().err().map(|e| e.code.as_str()).unwrap_or("");
-        shared.calls.record(&action, &region_id, code, now, &access_key_id);
+        shared
+            .calls
+            .record(&action, &region_id, code, now, &access_key_id);
         return respond(result, &request_id, "sts.aliyuncs.com");
     }
 
@@ -208,7 +210,9 @@ async fn rpc(
     // A request that names no action is not an ECS call and is not counted.
     if !action.is_empty() {
         let code = result.as_ref().err().map(|e| e.code.as_str()).unwrap_or("");
-        shared.calls.record(&action, &region_id, code, now, &access_key_id);
+        shared
+            .calls
+            .record(&action, &region_id, code, now, &access_key_id);
     }
     drop(guard);
     if let Err(error) = &result {

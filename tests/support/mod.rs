@@ -4,6 +4,7 @@
 pub mod cluster;
 pub mod fake_server;
 pub mod processes;
+pub mod stage;
 
 pub use cluster::*;
 pub use fake_server::*;

@@ -235,6 +235,15 @@ impl Emulator {
             .collect()
     }
 
+    /// The images carrying any object's owner tag.
+    pub async fn images_owned_by_anyone(&self) -> Vec<Value> {
+        self.images()
+            .await
+            .into_iter()
+            .filter(|i| !i["tags"]["imageops.dev/owner-uid"].is_null())
+            .collect()
+    }
+
     /// Deletes an image out of band, as a user of the console would.
     pub async fn delete_image(&self, region: &str, image_id: &str) {
         self.admin(

@@ -48,44 +48,95 @@ impl ImageState {
 /// What the reconciler learned about the destination image this time.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Observation {
-    /// No image recorded in status; the owner-tag lookup in the destination region found this
-    /// (`None`: nothing owned by this object exists).
-    Lookup(Option<ImageSnapshot>),
-    /// The recorded image, as the region listing shows it.
-    Listed(ImageSnapshot),
-    /// The recorded image is absent from a listing taken after it was recorded.
+    /// No image recorded in status; the owner-tag lookup in the destination region found these
+    /// (empty: nothing owned by this object is visible).
+    Lookup(Vec<ImageSnapshot>),
+    /// The recorded image as ECS shows it — from the shared region listing, or from a direct
+    /// lookup by id when the listing lacked it — and any other images carrying this object's
+    /// owner tag (copies made twice by a cloud that ignored the ClientToken).
+    Found {
+        image: ImageSnapshot,
+        duplicates: Vec<ImageSnapshot>,
+    },
+    /// The recorded image is absent from a listing taken after it was recorded, and a direct
+    /// `DescribeImages ImageId=` (no tag filter) confirms it does not exist.
     Missing,
-    /// The recorded image is absent from a listing taken before it was recorded: wait.
-    NotListedYet,
+    /// Cannot tell yet: the listing predates the copy, or the direct lookup answered with items
+    /// it could not decode. Look again next tick; never copy on a guess.
+    Unknown,
 }
 
 /// The next step of the apply path.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ApplyStep {
-    /// Nothing owned exists: call CopyImage.
-    StartCopy,
-    /// Record what ECS reports (adopting an owned image found by the lookup, if `adopted`).
-    Follow { image: ImageSnapshot, adopted: bool },
-    /// The recorded image vanished out of band: forget it and copy again.
+    /// Nothing owned exists: call CopyImage with the ClientToken of `token_index`, after
+    /// recording the attempt in status when `record_attempt` (so a crash after the call still
+    /// knows a copy may exist, and a retry reuses the token).
+    StartCopy {
+        token_index: i32,
+        record_attempt: bool,
+    },
+    /// Record what ECS reports (adopting an owned image found by the lookup, if `adopted`), then
+    /// cancel or delete the `duplicates`.
+    Follow {
+        image: ImageSnapshot,
+        adopted: bool,
+        duplicates: Vec<ImageSnapshot>,
+    },
+    /// The recorded image was confirmed gone: forget it and copy again.
     Recopy,
-    /// The listing predates the copy; look again next tick.
+    /// Not sure what exists; look again next tick.
     Wait,
 }
 
-pub fn decide_apply(observation: &Observation) -> ApplyStep {
+pub fn decide_apply(status: &ImageCopyStatus, observation: &Observation) -> ApplyStep {
     match observation {
-        Observation::Lookup(None) => ApplyStep::StartCopy,
-        Observation::Lookup(Some(image)) => ApplyStep::Follow {
-            image: image.clone(),
-            adopted: true,
-        },
-        Observation::Listed(image) => ApplyStep::Follow {
+        Observation::Lookup(images) if images.is_empty() => {
+            let attempts = status.copy_attempts.unwrap_or(0).max(0);
+            // An attempt begun without an image recorded may have created one the lookup cannot
+            // see yet: retry it with the same token, which ECS answers with the same image.
+            ApplyStep::StartCopy {
+                token_index: (attempts - 1).max(0),
+                record_attempt: attempts == 0,
+            }
+        }
+        Observation::Lookup(images) => {
+            let (image, duplicates) = keep_best(images);
+            ApplyStep::Follow {
+                image,
+                adopted: true,
+                duplicates,
+            }
+        }
+        Observation::Found { image, duplicates } => ApplyStep::Follow {
             image: image.clone(),
             adopted: false,
+            duplicates: duplicates.clone(),
         },
         Observation::Missing => ApplyStep::Recopy,
-        Observation::NotListedYet => ApplyStep::Wait,
+        Observation::Unknown => ApplyStep::Wait,
     }
+}
+
+/// The image to keep among several this object owns — a live one before a failed one, the
+/// furthest along first — and the rest.
+pub fn keep_best(images: &[ImageSnapshot]) -> (ImageSnapshot, Vec<ImageSnapshot>) {
+    let rank = |s: &ImageSnapshot| match s.state {
+        ImageState::Available => 0,
+        ImageState::Creating => 1,
+        ImageState::Waiting => 2,
+        ImageState::Failed(_) => 3,
+    };
+    let mut sorted = images.to_vec();
+    sorted.sort_by(|a, b| rank(a).cmp(&rank(b)).then(a.image_id.cmp(&b.image_id)));
+    let best = sorted.remove(0);
+    (best, sorted)
+}
+
+/// Whether deleting the object needs the cloud at all: not when no CopyImage was ever begun
+/// (a refused CopyImage does not count) and no image was ever recorded.
+pub fn nothing_started(status: &ImageCopyStatus) -> bool {
+    status.image_id.is_none() && status.copy_attempts.unwrap_or(0) <= 0
 }
 
 /// The next step of the delete path.
@@ -190,6 +241,8 @@ impl Notice {
 /// The outcome the status should show.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Outcome {
+    /// A CopyImage is about to be sent: record the attempt first.
+    CopyAttempted,
     /// CopyImage returned `image_id`; nothing observed yet.
     CopyStarted {
         image_id: String,
@@ -201,6 +254,18 @@ pub enum Outcome {
     },
     /// A terminal error: `code` is the ECS error code (or our own reason).
     Stalled {
+        code: String,
+        message: String,
+    },
+    /// CopyImage answered with a terminal error, so the attempt recorded before it made
+    /// nothing: stalled as above, and the attempt no longer counts.
+    CopyRefused {
+        code: String,
+        message: String,
+    },
+    /// The object is being deleted but the finalizer cannot finish: `code` is the ECS error code
+    /// or our own reason (for example `SecretNotFound`).
+    DeletionBlocked {
         code: String,
         message: String,
     },
@@ -229,9 +294,20 @@ pub fn next_status(
     let mut notices = Vec::new();
     let wanted: Vec<Wanted>;
     match outcome {
+        Outcome::CopyAttempted => {
+            status.copy_attempts = Some(previous.copy_attempts.unwrap_or(0).max(0) + 1);
+            if status.phase.is_none() {
+                status.phase = Some(CopyPhase::Pending);
+            }
+            wanted = vec![
+                Wanted::new(READY, false, "Copying", "starting the copy"),
+                Wanted::new(RECONCILING, true, "Copying", "starting the copy"),
+            ];
+        }
         Outcome::CopyStarted { image_id } => {
             status.image_id = Some(image_id.clone());
-            status.copy_attempts = Some(previous.copy_attempts.unwrap_or(0).saturating_add(1));
+            // The attempt was recorded before the call; older objects may lack it.
+            status.copy_attempts = Some(previous.copy_attempts.unwrap_or(0).max(1));
             status.phase = Some(CopyPhase::Copying);
             status.progress = Some("0%".into());
             status.start_time = Some(now.clone());
@@ -257,6 +333,9 @@ pub fn next_status(
                 status.image_id = Some(image.image_id.clone());
                 status.start_time = Some(now.clone());
             }
+            // An adopted image counts as an attempt, so a copy made again after it is lost
+            // gets a token of its own rather than the adopted copy's.
+            status.copy_attempts = Some(previous.copy_attempts.unwrap_or(0).max(1));
             if status.start_time.is_none() {
                 status.start_time = Some(now.clone());
             }
@@ -377,6 +456,9 @@ pub fn next_status(
         }
         Outcome::Lost { image_id } => {
             status.image_id = None;
+            // The next copy is a new attempt with a new token: the lost copy's token would
+            // only return the lost image.
+            status.copy_attempts = Some(previous.copy_attempts.unwrap_or(0).max(1) + 1);
             status.phase = Some(CopyPhase::Pending);
             status.progress = None;
             status.start_time = None;
@@ -391,7 +473,10 @@ pub fn next_status(
                 Wanted::new(QUEUED, false, "Pending", ""),
             ];
         }
-        Outcome::Stalled { code, message } => {
+        Outcome::Stalled { code, message } | Outcome::CopyRefused { code, message } => {
+            if matches!(outcome, Outcome::CopyRefused { .. }) && status.image_id.is_none() {
+                status.copy_attempts = Some((previous.copy_attempts.unwrap_or(0) - 1).max(0));
+            }
             status.phase = Some(CopyPhase::Failed);
             // The same error again keeps the first message: ECS messages carry a new RequestId
             // each time, and a status that changes on every attempt re-triggers the reconcile
@@ -421,6 +506,34 @@ pub fn next_status(
             wanted = vec![
                 Wanted::new(RECONCILING, true, code.as_str(), message),
                 Wanted::new(STALLED, false, "Retrying", ""),
+            ];
+        }
+        Outcome::DeletionBlocked { code, message } => {
+            status.phase = Some(CopyPhase::Deleting);
+            let message = match conditions::find(&previous.conditions, STALLED) {
+                Some(c) if c.status == "True" && c.reason == *code => c.message.clone(),
+                _ => {
+                    notices.push(Notice::warning(
+                        "DeletionBlocked",
+                        format!("{code}: {message}; the finalizer stays until this is resolved"),
+                    ));
+                    message.clone()
+                }
+            };
+            wanted = vec![
+                Wanted::new(
+                    READY,
+                    false,
+                    "Deleting",
+                    format!("deletion blocked: {code}"),
+                ),
+                Wanted::new(
+                    RECONCILING,
+                    true,
+                    "Deleting",
+                    format!("deletion blocked: {code}: {message}"),
+                ),
+                Wanted::new(STALLED, true, code.as_str(), message),
             ];
         }
         Outcome::Deleting {
@@ -487,24 +600,154 @@ mod tests {
 
     #[test]
     fn no_owned_image_means_copy_and_an_owned_one_is_adopted() {
+        let fresh = ImageCopyStatus::default();
         assert_eq!(
-            decide_apply(&Observation::Lookup(None)),
-            ApplyStep::StartCopy
+            decide_apply(&fresh, &Observation::Lookup(vec![])),
+            ApplyStep::StartCopy {
+                token_index: 0,
+                record_attempt: true
+            }
         );
         let owned = image(ImageState::Creating, "30%");
         assert_eq!(
-            decide_apply(&Observation::Lookup(Some(owned.clone()))),
+            decide_apply(&fresh, &Observation::Lookup(vec![owned.clone()])),
             ApplyStep::Follow {
                 image: owned,
-                adopted: true
+                adopted: true,
+                duplicates: vec![]
             }
         );
     }
 
     #[test]
-    fn a_listing_older_than_the_copy_waits_and_a_newer_one_recopies() {
-        assert_eq!(decide_apply(&Observation::NotListedYet), ApplyStep::Wait);
-        assert_eq!(decide_apply(&Observation::Missing), ApplyStep::Recopy);
+    fn an_unrecorded_attempt_is_retried_with_its_own_token() {
+        let (attempted, _) = next_status(
+            &ImageCopyStatus::default(),
+            None,
+            &Outcome::CopyAttempted,
+            &now(),
+        );
+        assert_eq!(attempted.copy_attempts, Some(1));
+        assert!(
+            !nothing_started(&attempted),
+            "a CopyImage may have been sent"
+        );
+        assert_eq!(
+            decide_apply(&attempted, &Observation::Lookup(vec![])),
+            ApplyStep::StartCopy {
+                token_index: 0,
+                record_attempt: false
+            },
+            "the crash-and-retry case reuses the token, so ECS answers with the same image"
+        );
+    }
+
+    #[test]
+    fn a_refused_copy_is_not_an_attempt_so_deletion_needs_no_cloud() {
+        let (attempted, _) = next_status(
+            &ImageCopyStatus::default(),
+            None,
+            &Outcome::CopyAttempted,
+            &now(),
+        );
+        let (refused, notices) = next_status(
+            &attempted,
+            None,
+            &Outcome::CopyRefused {
+                code: "InvalidAccessKeyId.NotFound".into(),
+                message: "no such key".into(),
+            },
+            &now(),
+        );
+        assert_eq!(refused.copy_attempts, Some(0));
+        assert_eq!(
+            cond(&refused, STALLED).reason,
+            "InvalidAccessKeyId.NotFound"
+        );
+        assert!(notices[0].warning);
+        assert!(nothing_started(&refused));
+        assert!(nothing_started(&ImageCopyStatus::default()));
+    }
+
+    #[test]
+    fn several_owned_images_keep_the_best_and_remove_the_rest() {
+        let mut creating = image(ImageState::Creating, "30%");
+        creating.image_id = "m-a".into();
+        let mut available = image(ImageState::Available, "100%");
+        available.image_id = "m-b".into();
+        let mut failed = image(ImageState::Failed("CreateFailed".into()), "0%");
+        failed.image_id = "m-c".into();
+        let step = decide_apply(
+            &ImageCopyStatus::default(),
+            &Observation::Lookup(vec![failed.clone(), creating.clone(), available.clone()]),
+        );
+        assert_eq!(
+            step,
+            ApplyStep::Follow {
+                image: available,
+                adopted: true,
+                duplicates: vec![creating, failed]
+            }
+        );
+    }
+
+    #[test]
+    fn only_a_confirmed_absence_recopies() {
+        let status = ImageCopyStatus::default();
+        assert_eq!(
+            decide_apply(&status, &Observation::Unknown),
+            ApplyStep::Wait
+        );
+        assert_eq!(
+            decide_apply(&status, &Observation::Missing),
+            ApplyStep::Recopy
+        );
+    }
+
+    #[test]
+    fn adopting_or_losing_an_image_moves_the_token_on() {
+        let (adopted, _) = next_status(
+            &ImageCopyStatus::default(),
+            None,
+            &Outcome::Observed(image(ImageState::Available, "100%")),
+            &now(),
+        );
+        assert_eq!(adopted.copy_attempts, Some(1));
+        let (lost, _) = next_status(
+            &adopted,
+            None,
+            &Outcome::Lost {
+                image_id: "m-dest".into(),
+            },
+            &now(),
+        );
+        assert_eq!(lost.copy_attempts, Some(2));
+        assert_eq!(
+            decide_apply(&lost, &Observation::Lookup(vec![])),
+            ApplyStep::StartCopy {
+                token_index: 1,
+                record_attempt: false
+            },
+            "the copy after a loss uses a new token, not the adopted copy's"
+        );
+    }
+
+    #[test]
+    fn a_blocked_deletion_is_shown_once_with_its_code() {
+        let outcome = Outcome::DeletionBlocked {
+            code: "ImageUsingByInstance".into(),
+            message: "The image is in use".into(),
+        };
+        let (first, n1) = next_status(&ImageCopyStatus::default(), None, &outcome, &now());
+        assert_eq!(first.phase, Some(CopyPhase::Deleting));
+        assert_eq!(cond(&first, STALLED).reason, "ImageUsingByInstance");
+        assert_eq!(cond(&first, READY).status, "False");
+        assert_eq!(n1.len(), 1);
+        assert!(n1[0].warning);
+        assert_eq!(n1[0].reason, "DeletionBlocked");
+        let (second, n2) = next_status(&first, None, &outcome, &now());
+        assert!(n2.is_empty());
+        assert_eq!(second, first);
     }
 
     #[test]
