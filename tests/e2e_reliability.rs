@@ -234,7 +234,12 @@ async fn an_undecodable_listing_item_is_not_taken_for_a_deleted_image() {
 /// Defect: only `status.imageId` was cleaned up; other images carrying the owner tag stayed.
 #[tokio::test]
 async fn every_image_an_object_owns_is_removed() {
-    let mut stage = Stage::start("owned", &["--copy-seconds", "2"], &[]).await;
+    let mut stage = Stage::start(
+        "owned",
+        &["--copy-seconds", "2"],
+        &["--resync-interval", "2s"],
+    )
+    .await;
     let created = stage.create(&image_copy("web")).await;
     let owner = uid(&created);
     let ready = stage.wait_ready("web", Duration::from_secs(30)).await;

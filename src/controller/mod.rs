@@ -154,6 +154,9 @@ pub enum Error {
         reason: &'static str,
         message: String,
     },
+    /// The finalizer cannot finish: the object shows why (phase `Deleting`, `Stalled`).
+    #[error("deletion blocked: {code}: {message}")]
+    DeletionBlocked { code: String, message: String },
     /// ECS answered with something that could not be decoded where a decision depends on it.
     #[error("unreadable ECS answer: {0}")]
     Unreadable(String),
@@ -171,6 +174,7 @@ impl Error {
             Error::MissingObjectField(_) => "InvalidObject".into(),
             Error::Credentials { reason, .. } => (*reason).to_string(),
             Error::Unreadable(_) => "Unreadable".into(),
+            Error::DeletionBlocked { code, .. } => code.clone(),
             Error::WaitingForCopy(_) => "WaitingForCopy".into(),
         }
     }

@@ -67,8 +67,12 @@ pub async fn reconcile(obj: Arc<ImageCopy>, ctx: Arc<Context>) -> Result<Action,
 
 pub fn error_policy(obj: Arc<ImageCopy>, error: &Error, ctx: Arc<Context>) -> Action {
     let uid = obj.uid().unwrap_or_default();
-    if let Error::WaitingForCopy(_) = error {
-        return Action::requeue(ctx.timing.poll_interval);
+    match error {
+        // Not failures: a copy ECS cannot cancel, and a replica that may not lead right now.
+        Error::WaitingForCopy(_) | Error::Ecs(EcsError::Fenced(_)) => {
+            return Action::requeue(ctx.timing.poll_interval);
+        }
+        _ => {}
     }
     ctx.metrics.failed(KIND, &error.metric_code());
     let delay = ctx.backoff_after_failure(&uid);
@@ -505,21 +509,21 @@ async fn cleanup(obj: &ImageCopy, ctx: &Context) -> Result<Action, Error> {
     let ecs = match object_ecs(obj, ctx).await {
         Ok(ecs) => ecs,
         Err(Error::Credentials { reason, message }) => {
-            return deletion_blocked(obj, ctx, &status, &uid, reason, &message).await;
+            return deletion_blocked(obj, ctx, &status, reason, &message).await;
         }
-        Err(Error::Ecs(e)) => return cleanup_failure(obj, ctx, &status, &uid, e).await,
+        Err(Error::Ecs(e)) => return cleanup_failure(obj, ctx, &status, e).await,
         Err(e) => return Err(e),
     };
     let images = match owned_images(obj, &ecs, &status, &uid).await {
         Ok(images) => images,
-        Err(Error::Ecs(e)) => return cleanup_failure(obj, ctx, &status, &uid, e).await,
+        Err(Error::Ecs(e)) => return cleanup_failure(obj, ctx, &status, e).await,
         Err(e) => return Err(e),
     };
     for (image, policy) in images {
         match release(obj, ctx, &ecs, &status, image, policy).await {
             Ok(Released::Done) => {}
             Ok(Released::Waiting(image_id)) => return Err(Error::WaitingForCopy(image_id)),
-            Err(Error::Ecs(e)) => return cleanup_failure(obj, ctx, &status, &uid, e).await,
+            Err(Error::Ecs(e)) => return cleanup_failure(obj, ctx, &status, e).await,
             Err(e) => return Err(e),
         }
     }
@@ -654,7 +658,6 @@ async fn cleanup_failure(
     obj: &ImageCopy,
     ctx: &Context,
     status: &ImageCopyStatus,
-    uid: &str,
     error: EcsError,
 ) -> Result<Action, Error> {
     if matches!(error, EcsError::Fenced(_)) {
@@ -667,25 +670,25 @@ async fn cleanup_failure(
         .code()
         .unwrap_or_else(|| error.metric_label())
         .to_string();
-    deletion_blocked(obj, ctx, status, uid, &code, &error.message_for_status()).await
+    deletion_blocked(obj, ctx, status, &code, &error.message_for_status()).await
 }
 
 async fn deletion_blocked(
     obj: &ImageCopy,
     ctx: &Context,
     status: &ImageCopyStatus,
-    uid: &str,
     code: &str,
     message: &str,
 ) -> Result<Action, Error> {
-    warn!(object = %obj.name_any(), code, message, "deletion blocked");
-    ctx.metrics.failed(KIND, code);
     let outcome = Outcome::DeletionBlocked {
         code: code.to_string(),
         message: message.to_string(),
     };
     write_status(obj, ctx, status, &outcome).await?;
-    Ok(Action::requeue(ctx.backoff_after_failure(uid)))
+    Err(Error::DeletionBlocked {
+        code: code.to_string(),
+        message: message.to_string(),
+    })
 }
 
 #[cfg(test)]
