@@ -2,15 +2,24 @@
 SHELL := bash
 .SHELLFLAGS := -euo pipefail -c
 
-.PHONY: test demo up down crds lint harness sdk-test
+.PHONY: test demo up down crds lint harness sdk-test chaos
 
-## test: everything — lint, unit tests, client/emulator tests, e2e on the real apiserver, official SDK.
+## test: everything — lint, unit tests, client/emulator tests, e2e on the real apiserver, official
+## SDK, and the short chaos run.
 test: lint
 	@echo "== building the test kube-apiserver (cached after the first run)"
 	export KUBE_HARNESS_DIR="$$(scripts/build-harness.sh)"; \
 	echo "== cargo test"; \
-	cargo test --locked --all-targets
+	cargo test --locked --all-targets -- --skip chaos --exact
 	$(MAKE) --no-print-directory sdk-test
+	$(MAKE) --no-print-directory chaos
+
+## chaos: copies, faults, SIGKILLs and deletes, then the promises checked from the emulator's
+## state; ends with the `chaos: …` line. LONG=1 runs the long plan.
+chaos:
+	@echo "== chaos ($(if $(LONG),long,short) run)"
+	export KUBE_HARNESS_DIR="$$(scripts/build-harness.sh)"; \
+	CHAOS_LONG=$(if $(LONG),1,) cargo test --locked --test chaos -- --exact chaos --nocapture
 
 ## sdk-test: the official Alibaba Cloud Python SDK against our emulator.
 sdk-test:
