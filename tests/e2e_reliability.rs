@@ -15,6 +15,7 @@ use kube::api::{Api, DeleteParams, ObjectMeta, PostParams};
 use serde_json::json;
 
 use support::stage::*;
+use support::swallower::CopyImageReplySwallower;
 
 fn with_secret(name: &str, secret: &str) -> ImageCopy {
     serde_json::from_value(manifest(

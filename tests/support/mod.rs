@@ -5,6 +5,7 @@ pub mod cluster;
 pub mod fake_server;
 pub mod processes;
 pub mod stage;
+pub mod swallower;
 
 pub use cluster::*;
 pub use fake_server::*;

@@ -253,6 +253,30 @@ async fn lookup_owned(
     Ok(images.iter().map(snapshot).collect())
 }
 
+/// The images of the account in `region` whose tags name `uid` as owner, found without a tag
+/// filter (so without the tag index); costs a listing of every own image in the region, so it
+/// is only for the rare case of an unrecorded copy on the delete path.
+async fn lookup_owned_untagged(
+    ecs: &crate::ecs::EcsClient,
+    region: &str,
+    uid: &str,
+) -> Result<Vec<ImageSnapshot>, EcsError> {
+    let images = ecs
+        .describe_all_images(&DescribeImagesRequest {
+            region: region.to_string(),
+            status: followed_statuses(),
+            image_owner_alias: Some("self".into()),
+            page_size: Some(crate::ecs::MAX_PAGE_SIZE),
+            ..Default::default()
+        })
+        .await?;
+    Ok(images
+        .iter()
+        .filter(|image| image.tag(OWNER_UID_TAG) == Some(uid))
+        .map(snapshot)
+        .collect())
+}
+
 /// What a lookup by image id found.
 enum Lookup {
     Exists(ImageSnapshot),
@@ -554,6 +578,16 @@ async fn owned_images(
         }
     }
     let mut tagged = lookup_owned(&ecs.client, region, uid).await?;
+    if status.image_id.is_none() {
+        // A CopyImage was sent but its image never recorded (a crash in between). The tag index
+        // may not show that image yet, and releasing the finalizer now would orphan it: read
+        // the owner tag off every image of the account in the region instead.
+        for image in lookup_owned_untagged(&ecs.client, region, uid).await? {
+            if !tagged.iter().any(|t| t.image_id == image.image_id) {
+                tagged.push(image);
+            }
+        }
+    }
     tagged.retain(|image| Some(&image.image_id) != status.image_id.as_ref());
     let (kept, duplicates) = match recorded {
         Some(image) => (Some(image), tagged),
