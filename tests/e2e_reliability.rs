@@ -196,6 +196,44 @@ async fn a_lagging_tag_index_never_makes_a_second_copy() {
     }
 }
 
+/// Defect: deleting an object whose CopyImage was sent but never recorded looked for owned
+/// images through the tag index only; while it lagged, the finalizer went and the copy stayed.
+#[tokio::test]
+async fn an_unrecorded_copy_is_found_and_cancelled_even_while_the_tag_index_lags() {
+    let emulator = support::Emulator::start(&["--copy-seconds", "60"]).await;
+    emulator
+        .set_faults(&json!({"tagIndexLagSeconds": 120.0}))
+        .await;
+    let swallower = CopyImageReplySwallower::start(emulator.endpoint()).await;
+    let mut stage = Stage::start_with("unrecorded", emulator, &swallower.endpoint, &[]).await;
+    let created = stage.create(&image_copy("web")).await;
+    tokio::time::timeout(Duration::from_secs(30), swallower.swallowed.notified())
+        .await
+        .expect("the operator called CopyImage and ECS answered");
+    stage.operator.kill_9();
+    assert_eq!(
+        image_id(&stage.get("web").await),
+        None,
+        "killed before recording"
+    );
+    assert_eq!(
+        stage.emulator.images_owned_by(&uid(&created)).await.len(),
+        1
+    );
+
+    stage.delete("web").await;
+    stage.operator.restart().await;
+    stage.wait_gone("web", Duration::from_secs(30)).await;
+    assert!(
+        stage
+            .emulator
+            .images_owned_by(&uid(&created))
+            .await
+            .is_empty(),
+        "the copy the killed operator started was cancelled"
+    );
+}
+
 /// Defect: a listing item that failed to decode was skipped silently, so its image looked
 /// deleted and was copied again.
 #[tokio::test]
