@@ -8,13 +8,12 @@
 
 mod support;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
-use ecs_image_operator::api::ImageCopy;
 use ecs_image_operator::api::image_copy::{CopyPhase, DeletionPolicy};
-use kube::api::{Api, ApiResource, DynamicObject, ListParams, Patch, PatchParams, PostParams};
-use serde_json::{Value, json};
+use kube::api::ListParams;
+use serde_json::Value;
 
 use support::Emulator;
 use support::stage::*;
@@ -410,133 +409,6 @@ async fn unknown_source_image_stalls_with_the_ecs_code_without_hot_looping() {
             .await
             .is_empty()
     );
-}
-
-#[tokio::test]
-async fn invalid_manifests_are_rejected_at_admission_naming_the_field() {
-    let client = support::apiserver().client().await;
-    support::install_crds(&client).await;
-    let namespace = support::fresh_namespace(&client, "e2e-invalid").await;
-    let resource = ApiResource::erase::<ImageCopy>(&());
-    let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), &namespace, &resource);
-
-    let long_value = "v".repeat(129);
-    let nineteen_tags: BTreeMap<String, String> =
-        (0..19).map(|i| (format!("team{i}"), "x".into())).collect();
-    let cases: Vec<(&str, Value, &str)> = vec![
-        (
-            "same source and destination region",
-            json!({"destinationRegionId": SOURCE_REGION}),
-            "spec.destinationRegionId",
-        ),
-        (
-            "kmsKeyId without encrypted",
-            json!({"kmsKeyId": "key-1"}),
-            "spec.kmsKeyId",
-        ),
-        (
-            "image name starting with aliyun",
-            json!({"destinationImageName": "aliyun-copy"}),
-            "spec.destinationImageName",
-        ),
-        (
-            "image name with http://",
-            json!({"destinationImageName": "copy-http://x"}),
-            "spec.destinationImageName",
-        ),
-        (
-            "image name of one character",
-            json!({"destinationImageName": "a"}),
-            "spec.destinationImageName",
-        ),
-        (
-            "description starting with https://",
-            json!({"destinationDescription": "https://example.com/image"}),
-            "spec.destinationDescription",
-        ),
-        ("19 tags", json!({"tags": nineteen_tags}), "spec.tags"),
-        (
-            "tag key starting with acs:",
-            json!({"tags": {"acs:x": "y"}}),
-            "spec.tags",
-        ),
-        (
-            "tag value over 128 characters",
-            json!({"tags": {"team": long_value}}),
-            "spec.tags",
-        ),
-        (
-            "unknown deletionPolicy",
-            json!({"deletionPolicy": "Destroy"}),
-            "spec.deletionPolicy",
-        ),
-        (
-            "missing sourceImageId",
-            json!({"sourceImageId": null}),
-            "spec.sourceImageId",
-        ),
-    ];
-    for (index, (case, spec, field)) in cases.iter().enumerate() {
-        let object: DynamicObject =
-            serde_json::from_value(manifest(&format!("invalid-{index}"), spec.clone()))
-                .expect("a manifest is a DynamicObject");
-        match api.create(&PostParams::default(), &object).await {
-            Err(kube::Error::Api(status)) => {
-                assert_eq!(status.code, 422, "{case}: {}", status.message);
-                assert!(
-                    status.message.contains(field),
-                    "{case}: the message names {field}: {}",
-                    status.message
-                );
-            }
-            Ok(_) => panic!("{case}: accepted by the apiserver"),
-            Err(other) => panic!("{case}: expected a 422, got {other}"),
-        }
-    }
-
-    // The same through `kubectl apply`, as a user would see it.
-    let same_region = serde_json::to_string(&manifest(
-        "kubectl-same-region",
-        json!({"destinationRegionId": SOURCE_REGION}),
-    ))
-    .expect("JSON manifest");
-    let applied = kubectl(&["apply", "-n", &namespace, "-f", "-"], &same_region).await;
-    let stderr = String::from_utf8_lossy(&applied.stderr);
-    assert!(
-        !applied.status.success() && stderr.contains("spec.destinationRegionId must differ"),
-        "kubectl apply of a same-region copy fails naming the field: {stderr}"
-    );
-
-    // Source, destination and encryption cannot change after creation.
-    let valid: DynamicObject = serde_json::from_value(manifest("immutable", json!({})))
-        .expect("a manifest is a DynamicObject");
-    api.create(&PostParams::default(), &valid)
-        .await
-        .expect("create a valid ImageCopy");
-    let changes = [
-        ("sourceImageId", json!("m-other0001")),
-        ("destinationRegionId", json!("cn-beijing")),
-        ("encrypted", json!(true)),
-    ];
-    for (field, value) in changes {
-        let patch = json!({"spec": {field: value}});
-        match api
-            .patch("immutable", &PatchParams::default(), &Patch::Merge(&patch))
-            .await
-        {
-            Err(kube::Error::Api(status)) => {
-                assert_eq!(status.code, 422, "{field}: {}", status.message);
-                let expected = format!("spec.{field} is immutable");
-                assert!(
-                    status.message.contains(&expected),
-                    "changing {field} fails with {expected:?}: {}",
-                    status.message
-                );
-            }
-            Ok(_) => panic!("changing spec.{field} after create was accepted"),
-            Err(other) => panic!("{field}: expected a 422, got {other}"),
-        }
-    }
 }
 
 #[tokio::test]

@@ -29,17 +29,17 @@ use serde::{Deserialize, Serialize};
 )]
 #[serde(rename_all = "camelCase")]
 #[x_kube(
-    validation = Rule::new("self.destinationRegionId != self.sourceRegionId").message("spec.destinationRegionId must differ from spec.sourceRegionId"),
-    validation = Rule::new("!has(self.kmsKeyId) || (has(self.encrypted) && self.encrypted)").message("spec.kmsKeyId requires spec.encrypted: true"),
-    validation = Rule::new("self.sourceRegionId == oldSelf.sourceRegionId").message("spec.sourceRegionId is immutable"),
-    validation = Rule::new("self.sourceImageId == oldSelf.sourceImageId").message("spec.sourceImageId is immutable"),
-    validation = Rule::new("self.destinationRegionId == oldSelf.destinationRegionId").message("spec.destinationRegionId is immutable"),
-    validation = Rule::new("(has(self.destinationImageName) ? self.destinationImageName : '') == (has(oldSelf.destinationImageName) ? oldSelf.destinationImageName : '')").message("spec.destinationImageName is immutable"),
-    validation = Rule::new("(has(self.destinationDescription) ? self.destinationDescription : '') == (has(oldSelf.destinationDescription) ? oldSelf.destinationDescription : '')").message("spec.destinationDescription is immutable"),
-    validation = Rule::new("(has(self.encrypted) && self.encrypted) == (has(oldSelf.encrypted) && oldSelf.encrypted)").message("spec.encrypted is immutable"),
-    validation = Rule::new("(has(self.kmsKeyId) ? self.kmsKeyId : '') == (has(oldSelf.kmsKeyId) ? oldSelf.kmsKeyId : '')").message("spec.kmsKeyId is immutable"),
-    validation = Rule::new("(has(self.resourceGroupId) ? self.resourceGroupId : '') == (has(oldSelf.resourceGroupId) ? oldSelf.resourceGroupId : '')").message("spec.resourceGroupId is immutable"),
-    validation = Rule::new("(has(self.tags) ? self.tags : {}) == (has(oldSelf.tags) ? oldSelf.tags : {})").message("spec.tags is immutable")
+    validation = Rule::new("self.destinationRegionId != self.sourceRegionId").message("spec.destinationRegionId must differ from spec.sourceRegionId").field_path(".destinationRegionId"),
+    validation = Rule::new("!has(self.kmsKeyId) || (has(self.encrypted) && self.encrypted)").message("spec.kmsKeyId requires spec.encrypted: true").field_path(".kmsKeyId"),
+    validation = Rule::new("self.sourceRegionId == oldSelf.sourceRegionId").message("spec.sourceRegionId is immutable").field_path(".sourceRegionId"),
+    validation = Rule::new("self.sourceImageId == oldSelf.sourceImageId").message("spec.sourceImageId is immutable").field_path(".sourceImageId"),
+    validation = Rule::new("self.destinationRegionId == oldSelf.destinationRegionId").message("spec.destinationRegionId is immutable").field_path(".destinationRegionId"),
+    validation = Rule::new("(has(self.destinationImageName) ? self.destinationImageName : '') == (has(oldSelf.destinationImageName) ? oldSelf.destinationImageName : '')").message("spec.destinationImageName is immutable").field_path(".destinationImageName"),
+    validation = Rule::new("(has(self.destinationDescription) ? self.destinationDescription : '') == (has(oldSelf.destinationDescription) ? oldSelf.destinationDescription : '')").message("spec.destinationDescription is immutable").field_path(".destinationDescription"),
+    validation = Rule::new("(has(self.encrypted) && self.encrypted) == (has(oldSelf.encrypted) && oldSelf.encrypted)").message("spec.encrypted is immutable").field_path(".encrypted"),
+    validation = Rule::new("(has(self.kmsKeyId) ? self.kmsKeyId : '') == (has(oldSelf.kmsKeyId) ? oldSelf.kmsKeyId : '')").message("spec.kmsKeyId is immutable").field_path(".kmsKeyId"),
+    validation = Rule::new("(has(self.resourceGroupId) ? self.resourceGroupId : '') == (has(oldSelf.resourceGroupId) ? oldSelf.resourceGroupId : '')").message("spec.resourceGroupId is immutable").field_path(".resourceGroupId"),
+    validation = Rule::new("(has(self.tags) ? self.tags : {}) == (has(oldSelf.tags) ? oldSelf.tags : {})").message("spec.tags is immutable").field_path(".tags")
 )]
 pub struct ImageCopySpec {
     /// Region of the source image, e.g. `cn-hangzhou`.
@@ -89,14 +89,25 @@ pub struct ImageCopySpec {
     pub resource_group_id: Option<String>,
 
     /// Tags for the new image. ECS allows 20 tags per image and the operator adds its two owner
-    /// tags, so at most 18 here; keys up to 128 characters, not starting with `aliyun`, `acs:` or
-    /// the operator's own `imageops.dev/`; values up to 128 characters.
+    /// tags, so at most 18 here. Keys: 1-128 characters, not starting with `aliyun`, `acs:` or the
+    /// operator's own `imageops.dev/`, no `http://` or `https://`. Values: up to 128 characters
+    /// (empty allowed), not starting with `acs:`, no `http://` or `https://`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(extend("maxProperties" = 18))]
+    #[schemars(extend(
+        "maxProperties" = 18,
+        "additionalProperties" = {
+            "type": "string",
+            "maxLength": 128,
+            "x-kubernetes-validations": [
+                {"rule": "!self.startsWith('acs:')", "message": "spec.tags values must not start with acs:"},
+                {"rule": "!self.contains('http://') && !self.contains('https://')", "message": "spec.tags values must not contain http:// or https://"}
+            ]
+        }
+    ))]
     #[x_kube(
         validation = Rule::new("self.all(k, size(k) >= 1 && size(k) <= 128)").message("spec.tags keys must be 1-128 characters"),
         validation = Rule::new("self.all(k, !k.startsWith('aliyun') && !k.startsWith('acs:') && !k.startsWith('imageops.dev/'))").message("spec.tags keys must not start with aliyun, acs: or imageops.dev/"),
-        validation = Rule::new("self.all(k, size(self[k]) <= 128)").message("spec.tags values must be at most 128 characters")
+        validation = Rule::new("self.all(k, !k.contains('http://') && !k.contains('https://'))").message("spec.tags keys must not contain http:// or https://")
     )]
     pub tags: Option<BTreeMap<String, String>>,
 
@@ -122,8 +133,12 @@ pub enum DeletionPolicy {
 
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, schemars::JsonSchema)]
 pub struct SecretReference {
-    /// Name of the Secret.
-    #[schemars(length(min = 1, max = 253))]
+    /// Name of the Secret: a DNS subdomain (lowercase letters, digits, `-` and `.`, at most 253
+    /// characters), as Kubernetes requires of Secret names.
+    #[schemars(
+        length(min = 1, max = 253),
+        regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+    )]
     pub name: String,
 }
 
