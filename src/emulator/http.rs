@@ -189,13 +189,24 @@ async fn rpc(
         let mut shared = app.lock();
         let result = sts::assume_role_with_oidc(&params, &mut shared.keys, now);
         let code = result.as_ref().err().map(|e| e.code.as_str()).unwrap_or("");
-        shared.calls.record(&action, &region_id, code, now, &access_key_id);
+        shared
+            .calls
+            .record(&action, &region_id, code, now, &access_key_id);
         return respond(result, &request_id, "sts.aliyuncs.com");
     }
 
-    let latency = app.lock().faults.latency_ms;
-    if latency > 0 {
-        tokio::time::sleep(Duration::from_millis(latency)).await;
+    let (latency, hang) = {
+        let shared = app.lock();
+        (
+            Duration::from_millis(shared.faults.latency_ms),
+            shared.faults.hang(),
+        )
+    };
+    // A hung call waits before anything is checked, like a request stuck in front of the
+    // service; a client that gives up meanwhile cannot know whether it would have been handled.
+    let delay = latency + hang.unwrap_or_default();
+    if !delay.is_zero() {
+        tokio::time::sleep(delay).await;
     }
     let host_id = if regions::is_known(&region_id) {
         regions::endpoint(&region_id)
@@ -208,7 +219,9 @@ async fn rpc(
     // A request that names no action is not an ECS call and is not counted.
     if !action.is_empty() {
         let code = result.as_ref().err().map(|e| e.code.as_str()).unwrap_or("");
-        shared.calls.record(&action, &region_id, code, now, &access_key_id);
+        shared
+            .calls
+            .record(&action, &region_id, code, now, &access_key_id);
     }
     drop(guard);
     if let Err(error) = &result {
@@ -249,6 +262,10 @@ fn handle_ecs(
     }
     auth::verify(incoming, &shared.keys, &mut shared.nonces, now)?;
     if let Some(error) = shared.faults.roll() {
+        return Err(error);
+    }
+    let region_id = params.get("RegionId").unwrap_or_default();
+    if let Some(error) = shared.faults.injected(action, region_id) {
         return Err(error);
     }
     actions::dispatch(
