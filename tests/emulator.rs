@@ -1766,9 +1766,19 @@ async fn hung_requests_outlast_a_client_timeout() {
     let error = emu.try_send(impatient).await.unwrap_err();
     assert!(error.is_timeout(), "{error}");
     // A patient client gets the answer once the hang is over.
+    emu.admin(reqwest::Method::POST, "reset-calls", None).await;
     let started = std::time::Instant::now();
+    let sent_at = Utc::now();
     emu.ok("DescribeRegions", &[]).await;
     assert!(started.elapsed() >= Duration::from_millis(1500));
+    // It is handled, and logged, when the hang ends rather than when it arrived.
+    let (_, calls) = emu.admin(reqwest::Method::GET, "calls", None).await;
+    // The last call: the abandoned one may or may not have been logged before it.
+    let handled_at = calls["calls"].as_array().unwrap().last().unwrap()["at"]
+        .as_str()
+        .unwrap();
+    let handled_at = chrono::DateTime::parse_from_rfc3339(handled_at).unwrap();
+    assert!(handled_at.with_timezone(&Utc) - sent_at >= TimeDelta::milliseconds(1500));
 
     emu.faults(json!({ "hangRate": 0.0 })).await;
     let mut impatient = req("DescribeRegions", &[]);

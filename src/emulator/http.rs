@@ -205,9 +205,13 @@ async fn rpc(
     // A hung call waits before anything is checked, like a request stuck in front of the
     // service; a client that gives up meanwhile cannot know whether it would have been handled.
     let delay = latency + hang.unwrap_or_default();
-    if !delay.is_zero() {
+    let now = if delay.is_zero() {
+        now
+    } else {
         tokio::time::sleep(delay).await;
-    }
+        // Handled now, not when it arrived: the world must never be asked to act in the past.
+        Utc::now()
+    };
     let host_id = if regions::is_known(&region_id) {
         regions::endpoint(&region_id)
     } else {
