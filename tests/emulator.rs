@@ -42,6 +42,8 @@ struct Req {
     age: TimeDelta,
     nonce: Option<String>,
     tamper: bool,
+    /// How long the client waits for an answer; unbounded when absent.
+    timeout: Option<Duration>,
 }
 
 fn req(action: &str, params: &[(&str, &str)]) -> Req {
@@ -56,6 +58,7 @@ fn req(action: &str, params: &[(&str, &str)]) -> Req {
         age: TimeDelta::zero(),
         nonce: None,
         tamper: false,
+        timeout: None,
     }
 }
 
@@ -96,12 +99,18 @@ fn tamper(signature: &str) -> String {
 
 impl Emu {
     async fn send(&self, r: Req) -> (u16, Value) {
+        self.try_send(r).await.unwrap()
+    }
+
+    /// Sends a signed request; fails only when the client gives up (a timeout) or the
+    /// connection breaks.
+    async fn try_send(&self, r: Req) -> reqwest::Result<(u16, Value)> {
         let date = sign::timestamp(Utc::now() - r.age);
         let nonce = r
             .nonce
             .clone()
             .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
-        let response = match r.sig {
+        let request = match r.sig {
             Sig::V3 => {
                 let hashed = sign::sha256_hex(b"");
                 let host = self.base.trim_start_matches("http://").to_string();
@@ -145,7 +154,7 @@ impl Emu {
                 for (name, value) in headers.iter().filter(|(n, _)| n != "host") {
                     builder = builder.header(name, value);
                 }
-                builder.send().await.unwrap()
+                builder
             }
             Sig::V1Get | Sig::V1Post => {
                 let method = if r.sig == Sig::V1Get { "GET" } else { "POST" };
@@ -173,24 +182,22 @@ impl Emu {
                 all.push(("Signature".to_string(), signature));
                 let encoded = sign::canonical_query(&all);
                 if r.sig == Sig::V1Get {
-                    self.http
-                        .get(format!("{}/?{encoded}", self.base))
-                        .send()
-                        .await
-                        .unwrap()
+                    self.http.get(format!("{}/?{encoded}", self.base))
                 } else {
                     self.http
                         .post(format!("{}/", self.base))
                         .header("content-type", "application/x-www-form-urlencoded")
                         .body(encoded)
-                        .send()
-                        .await
-                        .unwrap()
                 }
             }
         };
+        let request = match r.timeout {
+            Some(timeout) => request.timeout(timeout),
+            None => request,
+        };
+        let response = request.send().await?;
         let status = response.status().as_u16();
-        (status, response.json().await.unwrap())
+        Ok((status, response.json().await?))
     }
 
     async fn ok(&self, action: &str, params: &[(&str, &str)]) -> Value {
@@ -1227,6 +1234,7 @@ async fn tags_regions_and_admin_api() {
             "status": "Available", "progress": "100%", "tags": { "env": "test" },
             "isCopied": false, "sourceRegionId": "", "sourceImageId": "",
             "creationTime": images["images"][0]["creationTime"],
+            "availableAt": images["images"][0]["availableAt"],
         }])
     );
     let (status, _) = emu
@@ -1287,4 +1295,493 @@ async fn tags_regions_and_admin_api() {
     emu.admin(reqwest::Method::POST, "reset-calls", None).await;
     let (_, calls) = emu.admin(reqwest::Method::GET, "calls", None).await;
     assert_eq!(calls, json!({ "counts": {}, "calls": [] }));
+}
+
+// --- faults that play what a real cloud does ------------------------------------------------
+
+impl Emu {
+    /// `POST /_emulator/faults` that must be accepted; returns the resulting fault set.
+    async fn faults(&self, patch: Value) -> Value {
+        let (status, body) = self
+            .admin(reqwest::Method::POST, "faults", Some(patch.clone()))
+            .await;
+        assert_eq!(status, 200, "faults {patch}: {body}");
+        body
+    }
+
+    /// The ids DescribeImages lists in `region` for `params` (any status).
+    async fn listed(&self, region: &str, params: &[(&str, &str)]) -> Vec<String> {
+        let mut all = vec![("RegionId", region), ("Status", ALL), ("PageSize", "100")];
+        all.extend_from_slice(params);
+        statuses(&self.ok("DescribeImages", &all).await)
+            .into_iter()
+            .map(|(id, _)| id)
+            .collect()
+    }
+
+    /// The ids ListTagResources lists for images in `region` carrying `key=value`.
+    async fn tagged(&self, region: &str, key: &str, value: &str) -> Vec<String> {
+        let body = self
+            .ok(
+                "ListTagResources",
+                &[
+                    ("RegionId", region),
+                    ("ResourceType", "image"),
+                    ("Tag.1.Key", key),
+                    ("Tag.1.Value", value),
+                ],
+            )
+            .await;
+        body["TagResources"]["TagResource"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| t["ResourceId"].as_str().unwrap().to_string())
+            .collect()
+    }
+
+    /// The single DescribeImages item for `id`.
+    async fn item(&self, region: &str, id: &str) -> Value {
+        let body = self
+            .ok(
+                "DescribeImages",
+                &[("RegionId", region), ("ImageId", id), ("Status", ALL)],
+            )
+            .await;
+        body["Images"]["Image"][0].clone()
+    }
+}
+
+const OWNER: [(&str, &str); 2] = [("Tag.1.Key", "owner"), ("Tag.1.Value", "u1")];
+
+#[tokio::test]
+async fn tag_index_lag_hides_images_from_tag_queries_only() {
+    let emu = start(config(30.0, 1)).await;
+    emu.faults(json!({ "tagIndexLagSeconds": 600.0 })).await;
+    let copy = emu.copy("cn-shanghai", &OWNER).await;
+    assert_eq!(
+        emu.listed("cn-shanghai", &OWNER).await,
+        Vec::<String>::new()
+    );
+    assert_eq!(
+        emu.tagged("cn-shanghai", "owner", "u1").await,
+        Vec::<String>::new()
+    );
+    // Without a tag filter the image shows at once.
+    assert_eq!(
+        emu.listed("cn-shanghai", &[("ImageId", &copy)]).await,
+        vec![copy.clone()]
+    );
+    assert_eq!(emu.listed("cn-shanghai", &[]).await, vec![copy.clone()]);
+
+    // The lag is applied when a query is answered, so a shorter one shows the image as soon as
+    // it has passed since the copy was created.
+    emu.faults(json!({ "tagIndexLagSeconds": 0.3 })).await;
+    let mut visible = false;
+    for _ in 0..60 {
+        if emu.listed("cn-shanghai", &OWNER).await == vec![copy.clone()] {
+            visible = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(visible, "the tag index never caught up");
+    assert_eq!(
+        emu.tagged("cn-shanghai", "owner", "u1").await,
+        vec![copy.clone()]
+    );
+
+    // Re-tagging puts the image behind the index again.
+    emu.faults(json!({ "tagIndexLagSeconds": 600.0 })).await;
+    emu.ok(
+        "TagResources",
+        &[
+            ("RegionId", "cn-shanghai"),
+            ("ResourceType", "image"),
+            ("ResourceId.1", &copy),
+            ("Tag.1.Key", "team"),
+            ("Tag.1.Value", "platform"),
+        ],
+    )
+    .await;
+    assert_eq!(
+        emu.listed("cn-shanghai", &OWNER).await,
+        Vec::<String>::new()
+    );
+    assert_eq!(
+        emu.listed("cn-shanghai", &[("ImageId", &copy)]).await,
+        vec![copy.clone()]
+    );
+    emu.faults(json!({ "tagIndexLagSeconds": 0.0 })).await;
+    assert_eq!(emu.listed("cn-shanghai", &OWNER).await, vec![copy]);
+}
+
+#[tokio::test]
+async fn ignore_client_token_creates_an_image_per_call() {
+    let emu = start(config(30.0, 5)).await;
+    emu.faults(json!({ "ignoreClientToken": true })).await;
+    let token = [("ClientToken", "uid-1")];
+    let first = emu.copy("cn-shanghai", &token).await;
+    let second = emu.copy("cn-shanghai", &token).await;
+    assert_ne!(first, second);
+    let import = [
+        ("RegionId", "cn-hangzhou"),
+        ("DiskDeviceMapping.1.OSSBucket", "bucket"),
+        ("DiskDeviceMapping.1.OSSObject", "disk.raw"),
+        ("ClientToken", "uid-2"),
+    ];
+    let a = emu.ok("ImportImage", &import).await;
+    let b = emu.ok("ImportImage", &import).await;
+    assert_ne!(a["ImageId"], b["ImageId"]);
+    assert_ne!(a["TaskId"], b["TaskId"]);
+    let (_, images) = emu.admin(reqwest::Method::GET, "images", None).await;
+    assert_eq!(images["images"].as_array().unwrap().len(), 5);
+
+    // Honoured again once the fault is off.
+    emu.faults(json!({ "ignoreClientToken": false })).await;
+    let third = emu.copy("cn-shanghai", &[("ClientToken", "uid-3")]).await;
+    assert_eq!(
+        emu.copy("cn-shanghai", &[("ClientToken", "uid-3")]).await,
+        third
+    );
+}
+
+#[tokio::test]
+async fn a_fresh_copy_is_not_usable_for_the_usable_delay() {
+    let emu = start(config(0.0, 1)).await;
+    // By default an Available copy is usable at once.
+    let early = emu.copy("cn-shanghai", &[]).await;
+    let item = emu.item("cn-shanghai", &early).await;
+    assert_eq!(
+        (&item["Status"], &item["Usable"]),
+        (&json!("Available"), &json!(true))
+    );
+
+    emu.faults(json!({ "usableDelaySeconds": 600.0 })).await;
+    let copy = emu.copy("cn-shanghai", &[]).await;
+    let item = emu.item("cn-shanghai", &copy).await;
+    assert_eq!(
+        (&item["Status"], &item["Usable"]),
+        (&json!("Available"), &json!(false))
+    );
+    // Only copies wait: the seeded source is usable.
+    assert_eq!(emu.item("cn-hangzhou", "m-demo0001").await["Usable"], true);
+
+    emu.faults(json!({ "usableDelaySeconds": 0.3 })).await;
+    let mut usable = false;
+    for _ in 0..60 {
+        if emu.item("cn-shanghai", &copy).await["Usable"] == true {
+            usable = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(usable, "the copy never became usable");
+}
+
+#[tokio::test]
+async fn admin_images_tell_when_each_image_turned_available() {
+    let emu = start(config(0.3, 1)).await;
+    let started = Utc::now();
+    let copy = emu.copy("cn-shanghai", &[]).await;
+    let available_at = |images: &Value, id: &str| {
+        images["images"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|i| i["imageId"] == id)
+            .unwrap()["availableAt"]
+            .clone()
+    };
+    let (_, images) = emu.admin(reqwest::Method::GET, "images", None).await;
+    assert_eq!(available_at(&images, &copy), Value::Null);
+    emu.wait_status("cn-shanghai", &copy, "Available").await;
+    let (_, images) = emu.admin(reqwest::Method::GET, "images", None).await;
+    let at = available_at(&images, &copy);
+    let at = at.as_str().unwrap();
+    // RFC 3339 with milliseconds, e.g. 2026-01-01T00:00:00.300Z.
+    assert_eq!(at.len(), 24, "{at}");
+    let at = chrono::DateTime::parse_from_rfc3339(at).unwrap();
+    let took = at.with_timezone(&Utc) - started;
+    assert!(
+        took >= TimeDelta::milliseconds(300) && took < TimeDelta::seconds(5),
+        "{took}"
+    );
+    assert!(available_at(&images, "m-demo0001").is_string());
+    let (_, seeded) = emu
+        .admin(
+            reqwest::Method::POST,
+            "images",
+            Some(json!({ "regionId": "cn-hangzhou", "status": "CreateFailed" })),
+        )
+        .await;
+    assert_eq!(seeded["availableAt"], Value::Null);
+}
+
+#[tokio::test]
+async fn injected_errors_follow_count_rate_and_region() {
+    let emu = start(config(30.0, 1)).await;
+    let delete = |region: &'static str| [("RegionId", region), ("ImageId", "m-absent")];
+    let faults = emu
+        .faults(json!({ "inject": [
+            { "action": "DeleteImage", "code": "ImageUsingByInstance", "count": 2,
+              "regionId": "cn-shanghai" },
+            { "action": "CancelTask", "code": "CancelTaskFailed", "rate": 0.0 },
+        ]}))
+        .await;
+    assert_eq!(faults["inject"][0]["count"], 2);
+    assert_eq!(faults["inject"][1]["rate"], 0.0);
+    // Another region is not affected (DeleteImage of a missing image succeeds).
+    emu.ok("DeleteImage", &delete("cn-hangzhou")).await;
+
+    // A badly signed request still fails on its signature and does not use the rule up.
+    let mut forged = req("DeleteImage", &delete("cn-shanghai"));
+    forged.tamper = true;
+    assert_eq!(
+        failure(emu.send(forged).await),
+        (400, "SignatureDoesNotMatch".to_string())
+    );
+
+    for _ in 0..2 {
+        let (status, body) = emu.send(req("DeleteImage", &delete("cn-shanghai"))).await;
+        assert_eq!(
+            failure((status, body.clone())),
+            (403, "ImageUsingByInstance".to_string())
+        );
+        assert_eq!(
+            body["Message"],
+            "The specified image has been used to create instances."
+        );
+    }
+    emu.ok("DeleteImage", &delete("cn-shanghai")).await;
+    let (_, faults) = emu.admin(reqwest::Method::GET, "faults", None).await;
+    assert_eq!(faults["inject"].as_array().unwrap().len(), 1, "{faults}");
+
+    // Rate 0 never fires; rate 1 without a count fires until cleared.
+    let cancel = [("RegionId", "cn-hangzhou"), ("TaskId", "t-absent")];
+    assert_eq!(
+        emu.fails("CancelTask", &cancel).await,
+        (400, "InvalidTaskId.NotFound".to_string())
+    );
+    emu.faults(json!({ "inject": [{ "action": "CancelTask", "code": "CancelTaskFailed" }] }))
+        .await;
+    for _ in 0..3 {
+        assert_eq!(
+            emu.fails("CancelTask", &cancel).await,
+            (403, "CancelTaskFailed".to_string())
+        );
+    }
+    emu.faults(json!({ "inject": [] })).await;
+    assert_eq!(
+        emu.fails("CancelTask", &cancel).await,
+        (400, "InvalidTaskId.NotFound".to_string())
+    );
+
+    // The call log shows injected answers like any other.
+    let (_, calls) = emu.admin(reqwest::Method::GET, "calls", None).await;
+    let codes: Vec<&str> = calls["calls"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["action"] == "DeleteImage")
+        .map(|c| c["code"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        codes,
+        [
+            "",
+            "SignatureDoesNotMatch",
+            "ImageUsingByInstance",
+            "ImageUsingByInstance",
+            ""
+        ]
+    );
+}
+
+#[tokio::test]
+async fn bad_fault_patches_are_refused_with_the_reason() {
+    let emu = start(config(30.0, 1)).await;
+    for (patch, named) in [
+        (
+            json!({ "inject": [{ "action": "DeleteImage", "code": "ImageUsingByInstanse" }] }),
+            "ImageUsingByInstanse",
+        ),
+        (
+            json!({ "inject": [{ "action": "DeleteImages", "code": "Forbidden" }] }),
+            "DeleteImages",
+        ),
+        (
+            json!({ "inject": [{ "action": "DeleteImage", "code": "Forbidden", "regionId": "mars-1" }] }),
+            "mars-1",
+        ),
+        (
+            json!({ "inject": [{ "action": "DeleteImage", "code": "Forbidden", "times": 1 }] }),
+            "times",
+        ),
+        (json!({ "tagIndexLag": 1 }), "tagIndexLag"),
+        (json!({ "hangRate": 1.5 }), "hangRate"),
+        (json!({ "usableDelaySeconds": -1 }), "usableDelaySeconds"),
+    ] {
+        let (status, body) = emu
+            .admin(reqwest::Method::POST, "faults", Some(patch.clone()))
+            .await;
+        assert_eq!(status, 400, "{patch}: {body}");
+        let error = body["error"].as_str().unwrap();
+        assert!(error.contains(named), "{patch}: {error}");
+    }
+    let (_, faults) = emu.admin(reqwest::Method::GET, "faults", None).await;
+    assert_eq!(faults["inject"], json!([]));
+    assert_eq!(faults["hangRate"], 0.0);
+}
+
+/// Every row of the seed documents' error tables (CopyImage, CancelCopyImage, CancelTask) and
+/// DeleteImage's refusals, with the documented HTTP status.
+const DOCUMENTED_ROWS: &[(&str, u16, &str)] = &[
+    ("CopyImage", 401, "InvalidAliUid.IsNull"),
+    ("CopyImage", 400, "InvalidImageName.Malformed"),
+    ("CopyImage", 403, "Forbbiden"),
+    ("CopyImage", 400, "InvalidDescription.Malformed"),
+    ("CopyImage", 400, "SourceRegion.NotFound"),
+    ("CopyImage", 400, "DestinationRegion.NotFound"),
+    ("CopyImage", 404, "InvalidImageId.NotFound"),
+    ("CopyImage", 400, "IncorrectImageStatus"),
+    ("CopyImage", 400, "InvalidSnapshotId.NotFound"),
+    ("CopyImage", 400, "InvalidImageName.Duplicated"),
+    ("CopyImage", 403, "QuotaExceed.Image"),
+    ("CopyImage", 403, "QuotaExceed.Snapshot"),
+    ("CopyImage", 403, "OperationDenied.ImageCopying"),
+    ("CopyImage", 403, "RegionNotSupportCopy"),
+    ("CopyImage", 403, "InvalidSnapshot.TooOld"),
+    ("CopyImage", 403, "OperationDenied"),
+    ("CopyImage", 403, "IncorrectDestinationRegion"),
+    ("CopyImage", 403, "SizeExceed.Image"),
+    ("CopyImage", 403, "OperationDeined.EncryptedSnapshot"),
+    ("CopyImage", 500, "InternalError"),
+    ("CopyImage", 403, "OperationDenied.SameRegionOnly"),
+    ("CopyImage", 403, "OperationDenied.NotPublished"),
+    ("CopyImage", 403, "InvalidParameter.KMSKeyId.CMKNotEnabled"),
+    ("CopyImage", 404, "InvalidParameter.KMSKeyId.NotFound"),
+    (
+        "CopyImage",
+        403,
+        "InvalidParameter.KMSKeyId.KMSUnauthorized",
+    ),
+    ("CopyImage", 403, "InvalidRegion.NotSupport"),
+    ("CopyImage", 403, "UserNotInTheWhiteList"),
+    ("CopyImage", 400, "InvalidParameter.EncryptedIllegal"),
+    ("CancelCopyImage", 404, "InvalidRegionId.NotFound"),
+    ("CancelCopyImage", 404, "InvalidImageId.NotFound"),
+    ("CancelCopyImage", 400, "IncorrectImageStatus"),
+    ("CancelCopyImage", 400, "InvalidDescription.Malformed"),
+    ("CancelCopyImage", 400, "ImageCreatedNotFromCopy"),
+    ("CancelCopyImage", 400, "CancelNotSupported"),
+    ("CancelCopyImage", 500, "InternalError"),
+    ("CancelTask", 400, "MissingParameter"),
+    ("CancelTask", 400, "InvalidRegionId.NotFound"),
+    ("CancelTask", 400, "InvalidTaskId.NotFound"),
+    ("CancelTask", 403, "InvalidTaskId.TaskActionNotSupport"),
+    ("CancelTask", 403, "InvalidTaskId.IncorrectTaskStatus"),
+    ("CancelTask", 403, "CancelTaskFailed"),
+    ("DeleteImage", 403, "ImageUsingByInstance"),
+    ("DeleteImage", 403, "ImageUseShared"),
+    ("DeleteImage", 403, "Forbidden"),
+    ("DeleteImage", 403, "OperationDenied.ImageCopyConflict"),
+    ("DeleteImage", 403, "InvalidOperation.Conflict"),
+];
+
+#[tokio::test]
+async fn every_documented_code_is_injectable_with_its_status() {
+    let emu = start(config(30.0, 1)).await;
+    for &(action, status, code) in DOCUMENTED_ROWS {
+        emu.faults(json!({ "inject": [{ "action": action, "code": code, "count": 1 }] }))
+            .await;
+        let answer = emu.send(req(action, &[("RegionId", "cn-hangzhou")])).await;
+        assert_eq!(failure(answer), (status, code.to_string()), "{action}");
+    }
+    // CopyImage also documents InternalError as 403; a rule can ask for it.
+    emu.faults(json!({ "inject": [{
+        "action": "CopyImage", "code": "InternalError", "count": 1, "httpStatus": 403,
+    }]}))
+    .await;
+    assert_eq!(
+        failure(
+            emu.send(req("CopyImage", &[("RegionId", "cn-hangzhou")]))
+                .await
+        ),
+        (403, "InternalError".to_string())
+    );
+}
+
+#[tokio::test]
+async fn listings_can_drop_or_garble_items() {
+    let emu = start(config(30.0, 1)).await;
+    for name in ["one", "two", "three"] {
+        let (status, _) = emu
+            .admin(
+                reqwest::Method::POST,
+                "images",
+                Some(json!({ "regionId": "cn-hangzhou", "imageName": name })),
+            )
+            .await;
+        assert_eq!(status, 201);
+    }
+    let listing = [("RegionId", "cn-hangzhou")];
+
+    emu.faults(json!({ "listingDropRate": 1.0 })).await;
+    let body = emu.ok("DescribeImages", &listing).await;
+    assert_eq!(body["TotalCount"], 4);
+    assert_eq!(body["Images"]["Image"], json!([]));
+
+    emu.faults(json!({ "listingDropRate": 0.0, "malformedItemRate": 1.0 }))
+        .await;
+    let body = emu.ok("DescribeImages", &listing).await;
+    let items = body["Images"]["Image"].as_array().unwrap();
+    assert_eq!(items.len(), 4);
+    for item in items {
+        assert!(
+            item["ImageId"] == json!({ "bad": true }) || item["Status"] == 42,
+            "{item}"
+        );
+        // Only one field is broken; the rest of the item is as usual.
+        assert!(item["ImageName"].is_string());
+    }
+
+    emu.faults(json!({ "malformedItemRate": 0.0 })).await;
+    let body = emu.ok("DescribeImages", &listing).await;
+    assert!(
+        body["Images"]["Image"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|i| i["ImageId"].is_string() && i["Status"] == "Available")
+    );
+}
+
+#[tokio::test]
+async fn hung_requests_outlast_a_client_timeout() {
+    let emu = start(config(30.0, 1)).await;
+    emu.faults(json!({ "hangRate": 1.0, "hangMs": 1500 })).await;
+    let mut impatient = req("DescribeRegions", &[]);
+    impatient.timeout = Some(Duration::from_millis(300));
+    let error = emu.try_send(impatient).await.unwrap_err();
+    assert!(error.is_timeout(), "{error}");
+    // A patient client gets the answer once the hang is over.
+    emu.admin(reqwest::Method::POST, "reset-calls", None).await;
+    let started = std::time::Instant::now();
+    let sent_at = Utc::now();
+    emu.ok("DescribeRegions", &[]).await;
+    assert!(started.elapsed() >= Duration::from_millis(1500));
+    // It is handled, and logged, when the hang ends rather than when it arrived.
+    let (_, calls) = emu.admin(reqwest::Method::GET, "calls", None).await;
+    // The last call: the abandoned one may or may not have been logged before it.
+    let handled_at = calls["calls"].as_array().unwrap().last().unwrap()["at"]
+        .as_str()
+        .unwrap();
+    let handled_at = chrono::DateTime::parse_from_rfc3339(handled_at).unwrap();
+    assert!(handled_at.with_timezone(&Utc) - sent_at >= TimeDelta::milliseconds(1500));
+
+    emu.faults(json!({ "hangRate": 0.0 })).await;
+    let mut impatient = req("DescribeRegions", &[]);
+    impatient.timeout = Some(Duration::from_millis(1000));
+    assert_eq!(emu.try_send(impatient).await.unwrap().0, 200);
 }

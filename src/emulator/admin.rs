@@ -4,12 +4,13 @@
 
 use std::collections::BTreeMap;
 
+use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use axum::{Json, Router};
-use chrono::{TimeDelta, Utc};
+use chrono::{SecondsFormat, TimeDelta, Utc};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -70,6 +71,9 @@ fn image_json(image: &Image) -> Value {
         "sourceRegionId": source_region,
         "sourceImageId": source_image,
         "creationTime": timestamp(image.created),
+        "availableAt": image
+            .available_at
+            .map(|at| at.to_rfc3339_opts(SecondsFormat::Millis, true)),
     })
 }
 
@@ -167,7 +171,16 @@ async fn faults(State(app): State<App>) -> Json<Value> {
     Json(json!(app.lock().faults))
 }
 
-async fn set_faults(State(app): State<App>, Json(patch): Json<FaultsPatch>) -> Response {
+/// A malformed patch (an unknown field, a wrong type) is a 400 naming the problem, like a
+/// refused value, so a typo in a test fails loudly.
+async fn set_faults(
+    State(app): State<App>,
+    patch: Result<Json<FaultsPatch>, JsonRejection>,
+) -> Response {
+    let patch = match patch {
+        Ok(Json(patch)) => patch,
+        Err(rejection) => return admin_error(StatusCode::BAD_REQUEST, rejection.body_text()),
+    };
     let mut shared = app.lock();
     match shared.faults.apply(patch) {
         Ok(()) => Json(json!(shared.faults)).into_response(),

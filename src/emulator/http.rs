@@ -195,10 +195,23 @@ async fn rpc(
         return respond(result, &request_id, "sts.aliyuncs.com");
     }
 
-    let latency = app.lock().faults.latency_ms;
-    if latency > 0 {
-        tokio::time::sleep(Duration::from_millis(latency)).await;
-    }
+    let (latency, hang) = {
+        let shared = app.lock();
+        (
+            Duration::from_millis(shared.faults.latency_ms),
+            shared.faults.hang(),
+        )
+    };
+    // A hung call waits before anything is checked, like a request stuck in front of the
+    // service; a client that gives up meanwhile cannot know whether it would have been handled.
+    let delay = latency + hang.unwrap_or_default();
+    let now = if delay.is_zero() {
+        now
+    } else {
+        tokio::time::sleep(delay).await;
+        // Handled now, not when it arrived: the world must never be asked to act in the past.
+        Utc::now()
+    };
     let host_id = if regions::is_known(&region_id) {
         regions::endpoint(&region_id)
     } else {
@@ -253,6 +266,10 @@ fn handle_ecs(
     }
     auth::verify(incoming, &shared.keys, &mut shared.nonces, now)?;
     if let Some(error) = shared.faults.roll() {
+        return Err(error);
+    }
+    let region_id = params.get("RegionId").unwrap_or_default();
+    if let Some(error) = shared.faults.injected(action, region_id) {
         return Err(error);
     }
     actions::dispatch(

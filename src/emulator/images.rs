@@ -8,6 +8,7 @@ use super::actions::{
     Ctx, Reply, client_token, image_name_and_description, region, reply, tags_to_set, timestamp,
 };
 use super::errors::ApiError;
+use super::faults::Malformation;
 use super::params::{Params, page};
 use super::regions;
 use super::state::{CopySpec, Image, ImageStatus, Origin, Recall};
@@ -34,7 +35,7 @@ pub fn copy_image(params: &Params, ctx: &mut Ctx<'_>) -> Result<Reply, ApiError>
         return Err(ApiError::encrypted_illegal());
     }
     let tags = tags_to_set(params)?;
-    let token = client_token(params)?;
+    let token = client_token(params)?.filter(|_| !ctx.faults.ignore_client_token);
     let fingerprint = params.fingerprint();
     if let Some(token) = token {
         // A retried request gets the first answer, even if the world changed since.
@@ -162,6 +163,7 @@ pub fn describe_images(params: &Params, ctx: &mut Ctx<'_>) -> Result<Reply, ApiE
     let os_type = params.non_empty("OSType");
     let architecture = params.non_empty("Architecture");
     let tag_filters = params.tags()?;
+    let lag = ctx.faults.tag_index_lag();
 
     let mut matched: Vec<&Image> = ctx
         .world
@@ -178,13 +180,25 @@ pub fn describe_images(params: &Params, ctx: &mut Ctx<'_>) -> Result<Reply, ApiE
                 None => false,
             })
         })
+        // A tag filter is answered from the tag index, which may not have this image yet.
+        .filter(|i| tag_filters.is_empty() || i.tag_indexed(ctx.now, lag))
         .collect();
     // Newest first, like the real listing; the id keeps equal timestamps in a stable order.
     matched.sort_by(|a, b| b.created.cmp(&a.created).then_with(|| a.id.cmp(&b.id)));
     let total = matched.len();
+    let usable_delay = ctx.faults.usable_delay();
+    // Dropped and malformed items model a listing that misses or garbles an entry; TotalCount
+    // still counts what the listing should have held.
     let images: Vec<Value> = page(matched, page_number, page_size)
         .into_iter()
-        .map(image_json)
+        .filter(|_| !ctx.faults.drop_item())
+        .map(|image| {
+            let mut item = image_json(image, image.usable(ctx.now, usable_delay));
+            if let Some(malformation) = ctx.faults.malform_item() {
+                malform(&mut item, malformation);
+            }
+            item
+        })
         .collect();
     Ok(reply(json!({
         "RegionId": region,
@@ -195,7 +209,17 @@ pub fn describe_images(params: &Params, ctx: &mut Ctx<'_>) -> Result<Reply, ApiE
     })))
 }
 
-fn image_json(image: &Image) -> Value {
+fn malform(item: &mut Value, malformation: Malformation) {
+    let (field, bad) = match malformation {
+        Malformation::ImageIdObject => ("ImageId", json!({ "bad": true })),
+        Malformation::StatusNumber => ("Status", json!(42)),
+    };
+    if let Some(fields) = item.as_object_mut() {
+        fields.insert(field.to_string(), bad);
+    }
+}
+
+fn image_json(image: &Image, usable: bool) -> Value {
     let progress = format!("{}%", image.progress);
     let tags: Vec<Value> = image
         .tags
@@ -209,7 +233,7 @@ fn image_json(image: &Image) -> Value {
         "Status": image.status.as_str(),
         "Progress": progress,
         "IsCopied": image.is_copy(),
-        "Usable": image.status == ImageStatus::Available,
+        "Usable": usable,
         "CreationTime": timestamp(image.created),
         "ImageOwnerAlias": "self",
         "ImageOwnerId": ACCOUNT_ID,

@@ -155,7 +155,11 @@ pub struct Image {
     /// Whole percent, kept current by [`World::advance`].
     pub progress: u32,
     pub created: Time,
+    /// When the image turned `Available`, by the emulated clock; `None` before.
+    pub available_at: Option<Time>,
     pub tags: Vec<(String, String)>,
+    /// When the tags last changed (creation included), for the tag index lag fault.
+    pub tags_changed: Time,
     pub os_type: String,
     pub platform: String,
     pub architecture: String,
@@ -174,6 +178,19 @@ impl Image {
         matches!(&self.origin, Origin::Copy { job, .. } if job.in_flight())
     }
 
+    /// Whether the tag index has caught up with this image's latest tags, `lag` after they were
+    /// written.
+    pub fn tag_indexed(&self, now: Time, lag: TimeDelta) -> bool {
+        now >= self.tags_changed + lag
+    }
+
+    /// DescribeImages' `Usable`: `Available`, and for a copy, `delay` past the moment it turned
+    /// `Available` (a fresh copy is not usable at once in a real region).
+    pub fn usable(&self, now: Time, delay: TimeDelta) -> bool {
+        self.status == ImageStatus::Available
+            && (!self.is_copy() || self.available_at.is_some_and(|at| now >= at + delay))
+    }
+
     pub fn tag(&self, key: &str) -> Option<&str> {
         self.tags
             .iter()
@@ -182,7 +199,8 @@ impl Image {
     }
 
     /// Adds or overwrites tags, keeping first-set order.
-    pub fn set_tags(&mut self, tags: &[(String, String)]) {
+    pub fn set_tags(&mut self, tags: &[(String, String)], now: Time) {
+        self.tags_changed = now;
         for (key, value) in tags {
             match self.tags.iter_mut().find(|(k, _)| k == key) {
                 Some(existing) => existing.1 = value.clone(),
@@ -397,6 +415,10 @@ impl World {
                 },
             };
             image.progress = job.percent(now);
+            image.available_at = match job.phase {
+                Phase::Done { finished } => Some(finished),
+                _ => None,
+            };
             image.status = match job.phase {
                 Phase::Waiting if image.is_copy() => ImageStatus::Waiting,
                 Phase::Waiting | Phase::Running { .. } => ImageStatus::Creating,
@@ -462,7 +484,9 @@ impl World {
                 status: seed.status,
                 progress,
                 created: now,
+                available_at: (seed.status == ImageStatus::Available).then_some(now),
                 tags: seed.tags,
+                tags_changed: now,
                 os_type: "linux".to_string(),
                 platform: "Aliyun".to_string(),
                 architecture: "x86_64".to_string(),
@@ -506,7 +530,9 @@ impl World {
                 status: ImageStatus::Waiting,
                 progress: 0,
                 created: now,
+                available_at: None,
                 tags: spec.tags,
+                tags_changed: now,
                 os_type,
                 platform,
                 architecture,
@@ -571,7 +597,9 @@ impl World {
                 status: ImageStatus::Creating,
                 progress: 0,
                 created: now,
+                available_at: None,
                 tags: spec.tags,
+                tags_changed: now,
                 os_type: spec.os_type,
                 platform: spec.platform,
                 architecture: spec.architecture,
@@ -886,6 +914,45 @@ mod tests {
             Some(Recall::Mismatch)
         );
         assert_eq!(w.recall("CopyImage", "cn-beijing", "tok", "a=1"), None);
+    }
+
+    #[test]
+    fn a_copy_records_when_it_turned_available_and_is_usable_after_the_delay() {
+        let mut w = world(1);
+        let a = copy(&mut w, "a", at(0.0));
+        let delay = TimeDelta::seconds(5);
+        w.advance(at(9.0));
+        let image = w.image("cn-shanghai", &a).unwrap();
+        assert_eq!(image.available_at, None);
+        assert!(!image.usable(at(9.0), TimeDelta::zero()));
+        // Observed late, the moment is still the exact finish time.
+        w.advance(at(12.0));
+        let image = w.image("cn-shanghai", &a).unwrap();
+        assert_eq!(image.available_at, Some(at(10.0)));
+        assert!(image.usable(at(12.0), TimeDelta::zero()));
+        assert!(!image.usable(at(14.999), delay));
+        assert!(image.usable(at(15.0), delay));
+        // A seeded image was never copied, so the delay does not apply to it.
+        let source = w.image("cn-hangzhou", "m-src").unwrap();
+        assert_eq!(source.available_at, Some(t0()));
+        assert!(source.usable(t0(), delay));
+    }
+
+    #[test]
+    fn the_tag_index_catches_up_after_creation_and_after_each_change() {
+        let mut w = world(1);
+        let a = copy(&mut w, "a", at(0.0));
+        let lag = TimeDelta::seconds(2);
+        let image = w.image("cn-shanghai", &a).unwrap();
+        assert!(image.tag_indexed(at(0.0), TimeDelta::zero()));
+        assert!(!image.tag_indexed(at(1.9), lag));
+        assert!(image.tag_indexed(at(2.0), lag));
+        w.image_mut("cn-shanghai", &a)
+            .unwrap()
+            .set_tags(&[("k".into(), "v".into())], at(10.0));
+        let image = w.image("cn-shanghai", &a).unwrap();
+        assert!(!image.tag_indexed(at(11.0), lag));
+        assert!(image.tag_indexed(at(12.0), lag));
     }
 
     #[test]

@@ -63,7 +63,7 @@ pub fn tag_resources(params: &Params, ctx: &mut Ctx<'_>) -> Result<Reply, ApiErr
     }
     for id in &ids {
         if let Some(image) = ctx.world.image_mut(region, id) {
-            image.set_tags(&tags);
+            image.set_tags(&tags, ctx.now);
         }
     }
     Ok(Reply::new())
@@ -87,8 +87,14 @@ pub fn list_tag_resources(params: &Params, ctx: &mut Ctx<'_>) -> Result<Reply, A
             .map_err(|_| ApiError::invalid_parameter("NextToken"))?,
     };
     let mut entries: Vec<Value> = Vec::new();
+    let lag = ctx.faults.tag_index_lag();
     if kind.eq_ignore_ascii_case("image") {
-        for image in ctx.world.images().filter(|i| i.region == region) {
+        // The tag service answers from its index, so an image it has not indexed yet is absent.
+        for image in ctx
+            .world
+            .images()
+            .filter(|i| i.region == region && i.tag_indexed(ctx.now, lag))
+        {
             if !ids.is_empty() && !ids.contains(&image.id) {
                 continue;
             }
