@@ -25,7 +25,7 @@ pub use error::{ApiErrorDetails, EcsError};
 pub use fence::Fence;
 pub use ops::{
     CopyImageRequest, DescribeImagesRequest, DescribeTasksRequest, DiskDeviceMapping,
-    ExportImageRequest, ImportImageRequest, ListTagResourcesRequest, MAX_PAGE_SIZE,
+    ExportImageRequest, ImportImageRequest, ListTagResourcesRequest, MAX_PAGE_SIZE, MAX_PAGES,
 };
 pub use request::{API_VERSION, SignatureVersion};
 pub use retry::Backoff;
