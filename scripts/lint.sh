@@ -30,11 +30,18 @@ fi
 checks=(licenses bans sources)
 fetch_log=$(mktemp)
 trap 'rm -f "$fetch_log"' EXIT
-if timeout 120 "$cargo_deny" --log-level error fetch db >"$fetch_log" 2>&1; then
+fetch_status=0
+timeout 120 "$cargo_deny" --log-level error fetch db >"$fetch_log" 2>&1 || fetch_status=$?
+if [ "$fetch_status" -eq 0 ]; then
   checks=(advisories "${checks[@]}")
-else
-  echo "lint: cargo deny: the advisory database (RustSec, on GitHub) cannot be fetched from here;" >&2
+elif [ "$fetch_status" -eq 124 ] ||
+  grep -qiE "could not resolve host|unable to access|timed out|connection refused|network is unreachable" "$fetch_log"; then
+  echo "lint: cargo deny: the advisory database (RustSec, on GitHub) cannot be reached from here;" >&2
   echo "lint: cargo deny: SKIPPING the advisories check. licenses, bans and sources are still checked." >&2
   sed -n '1,5s/^/lint: cargo deny fetch: /p' "$fetch_log" >&2
+else
+  echo "lint: cargo deny: fetching the advisory database failed (not for lack of network):" >&2
+  cat "$fetch_log" >&2
+  exit 1
 fi
 "$cargo_deny" --locked check --hide-inclusion-graph "${checks[@]}"
