@@ -38,6 +38,10 @@ pub struct RunArgs {
     /// Default: `https://ecs.<region>.aliyuncs.com`.
     #[arg(long, env = "ECS_ENDPOINT")]
     pub ecs_endpoint: Option<url::Url>,
+    /// PEM file of CA certificates to trust besides the public roots, for a private endpoint
+    /// or a TLS-inspecting proxy (ECS and STS); verification is never turned off.
+    #[arg(long, env = "ECS_CA_FILE")]
+    pub ecs_ca_file: Option<std::path::PathBuf>,
     /// Use the VPC endpoints `https://ecs-vpc.<region>.aliyuncs.com`.
     #[arg(long, env = "ECS_VPC_ENDPOINTS")]
     pub vpc_endpoints: bool,
@@ -138,12 +142,16 @@ async fn serve(args: RunArgs) -> Result<(), String> {
             let _ = shutdown.wait_for(|requested| *requested).await;
         }
     };
-    let client = Client::try_default()
-        .await
-        .map_err(|e| format!("cannot reach Kubernetes: {e}"))?;
     let metrics = Arc::new(Metrics::default());
 
-    let default_credentials = match CredentialsProvider::from_env() {
+    let extra_roots = match &args.ecs_ca_file {
+        Some(path) => Some(
+            std::fs::read(path)
+                .map_err(|e| format!("cannot read --ecs-ca-file {}: {e}", path.display()))?,
+        ),
+        None => None,
+    };
+    let default_credentials = match CredentialsProvider::from_env_trusting(extra_roots.as_deref()) {
         Ok(provider) => Some(provider),
         Err(e) => {
             warn!(
@@ -156,6 +164,7 @@ async fn serve(args: RunArgs) -> Result<(), String> {
         endpoint: args.ecs_endpoint.clone(),
         vpc: args.vpc_endpoints,
         region_qps: args.region_qps,
+        extra_root_certificates_pem: extra_roots,
         ..Default::default()
     };
     // Objects always call through `with_credentials`; this provider only seeds the shared client.
@@ -165,6 +174,10 @@ async fn serve(args: RunArgs) -> Result<(), String> {
     let ecs = EcsClient::new(ecs_config, seed)
         .map_err(|e| format!("invalid ECS configuration: {e}"))?
         .with_observer(metrics.clone() as Arc<dyn CallObserver>);
+    // After the ECS set-up, so that a bad --ecs-ca-file or endpoint is reported first.
+    let client = Client::try_default()
+        .await
+        .map_err(|e| format!("cannot reach Kubernetes: {e}"))?;
 
     let reporter = Reporter {
         controller: "ecs-image-operator".into(),

@@ -1,6 +1,7 @@
 //! `ecs-image-operator ecs ACTION --region R [Key=Value ...]`: one signed ECS call with the
 //! standard credential chain, for users debugging credentials and for tests.
 
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use url::Url;
@@ -28,6 +29,9 @@ pub struct EcsCallArgs {
     /// Use the VPC endpoint https://ecs-vpc.<region>.aliyuncs.com (from inside Alibaba Cloud).
     #[arg(long, conflicts_with = "endpoint")]
     pub vpc: bool,
+    /// PEM file of CA certificates trusted besides the public roots (private endpoint, proxy).
+    #[arg(long, env = "ECS_CA_FILE")]
+    pub ca_file: Option<PathBuf>,
     /// Signature to send.
     #[arg(long, value_enum, default_value_t = SignatureVersion::V3)]
     pub signature: SignatureVersion,
@@ -69,13 +73,21 @@ async fn call(
     args: &EcsCallArgs,
     params: &[(String, String)],
 ) -> Result<serde_json::Value, EcsError> {
+    let extra_roots = match &args.ca_file {
+        Some(path) => Some(std::fs::read(path).map_err(|e| {
+            EcsError::Config(format!("cannot read --ca-file {}: {e}", path.display()))
+        })?),
+        None => None,
+    };
+    let credentials = CredentialsProvider::from_env_trusting(extra_roots.as_deref())?;
     let config = EcsClientConfig {
         endpoint: args.endpoint.clone(),
         vpc: args.vpc,
         signature: args.signature,
+        extra_root_certificates_pem: extra_roots,
         ..EcsClientConfig::default()
     };
-    let client = EcsClient::new(config, CredentialsProvider::from_env()?)?;
+    let client = EcsClient::new(config, credentials)?;
     client.call(&args.region, &args.action, params).await
 }
 

@@ -14,7 +14,7 @@ use super::credentials::{Credentials, CredentialsProvider};
 use super::error::EcsError;
 use super::fence::{self, Fence};
 use super::request::{self, Freshness, SignatureVersion};
-use super::response;
+use super::response::{self, MAX_ECS_BODY_BYTES};
 use super::retry::{Backoff, retry_is_safe};
 
 /// Told about every HTTP attempt (the controller turns this into Prometheus metrics).
@@ -37,6 +37,9 @@ pub struct EcsClientConfig {
     /// Per HTTP attempt.
     pub timeout: Duration,
     pub backoff: Backoff,
+    /// PEM certificates trusted besides the public web roots, for a private endpoint or a
+    /// TLS-inspecting proxy. Verification itself is never turned off.
+    pub extra_root_certificates_pem: Option<Vec<u8>>,
 }
 
 impl Default for EcsClientConfig {
@@ -49,6 +52,7 @@ impl Default for EcsClientConfig {
             region_qps: 10,
             timeout: Duration::from_secs(30),
             backoff: Backoff::default(),
+            extra_root_certificates_pem: None,
         }
     }
 }
@@ -95,12 +99,12 @@ impl EcsClient {
             return Err(EcsError::Config("max_attempts must be at least 1".into()));
         }
         // HTTP/1.1 like the official SDKs: the signed `host` header is then sent verbatim.
-        let http = reqwest::Client::builder()
+        let builder = reqwest::Client::builder()
             .timeout(config.timeout)
             .http1_only()
-            .user_agent(concat!("ecs-image-operator/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .map_err(|e| EcsError::Config(format!("cannot build the HTTP client: {e}")))?;
+            .redirect(reqwest::redirect::Policy::none())
+            .user_agent(concat!("ecs-image-operator/", env!("CARGO_PKG_VERSION")));
+        let http = build_http_client(builder, config.extra_root_certificates_pem.as_deref())?;
         Ok(EcsClient {
             shared: Arc::new(Shared {
                 config,
@@ -250,11 +254,12 @@ impl EcsClient {
     async fn exchange(&self, request: reqwest::RequestBuilder) -> Result<Value, EcsError> {
         let response = request.send().await.map_err(|e| self.transport_error(e))?;
         let status = response.status().as_u16();
+        if response.status().is_redirection() {
+            return Err(response::redirect_error(status, response.headers()));
+        }
         let retry_after = response::retry_after(response.headers());
-        let body = response
-            .bytes()
-            .await
-            .map_err(|e| self.transport_error(e))?;
+        let body =
+            response::read_body(response, MAX_ECS_BODY_BYTES, |e| self.transport_error(e)).await?;
         response::decode(status, &body, retry_after)
     }
 
@@ -263,16 +268,47 @@ impl EcsClient {
         if error.is_timeout() {
             return EcsError::Timeout(self.shared.config.timeout);
         }
-        let error = error.without_url();
-        let mut message = error.to_string();
-        let mut source = std::error::Error::source(&error);
-        while let Some(cause) = source {
-            message.push_str(": ");
-            message.push_str(&cause.to_string());
-            source = cause.source();
+        EcsError::Transport {
+            message: error_chain(&error.without_url()),
         }
-        EcsError::Transport { message }
     }
+}
+
+/// Finishes an HTTP client (ECS or STS), trusting `extra_roots_pem` besides the public roots.
+/// A file without any certificate, or with one rustls cannot parse, is refused here so that a
+/// wrong `--ecs-ca-file` fails at start-up rather than on the first call.
+pub(crate) fn build_http_client(
+    builder: reqwest::ClientBuilder,
+    extra_roots_pem: Option<&[u8]>,
+) -> Result<reqwest::Client, EcsError> {
+    let mut builder = builder;
+    if let Some(pem) = extra_roots_pem {
+        let certificates = reqwest::Certificate::from_pem_bundle(pem)
+            .map_err(|e| EcsError::Config(format!("extra CA certificates: {}", error_chain(&e))))?;
+        if certificates.is_empty() {
+            return Err(EcsError::Config(
+                "extra CA certificates: no PEM CERTIFICATE block found".into(),
+            ));
+        }
+        for certificate in certificates {
+            builder = builder.add_root_certificate(certificate);
+        }
+    }
+    builder
+        .build()
+        .map_err(|e| EcsError::Config(format!("cannot build the HTTP client: {}", error_chain(&e))))
+}
+
+/// An error and its causes on one line: reqwest's own message alone rarely says what failed.
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut message = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        message.push_str(": ");
+        message.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    message
 }
 
 #[cfg(test)]
@@ -334,5 +370,27 @@ mod tests {
         ] {
             assert!(EcsClient::new(config, credentials.clone()).is_err());
         }
+    }
+
+    #[test]
+    fn extra_roots_must_hold_a_parsable_certificate() {
+        let with_roots = |pem: &[u8]| {
+            EcsClient::new(
+                EcsClientConfig {
+                    extra_root_certificates_pem: Some(pem.to_vec()),
+                    ..Default::default()
+                },
+                CredentialsProvider::fixed(Credentials::new("id", "secret")),
+            )
+        };
+        let no_block = with_roots(b"just text, not PEM").unwrap_err();
+        assert!(
+            no_block.to_string().contains("no PEM CERTIFICATE block"),
+            "{no_block}"
+        );
+        let garbage =
+            b"-----BEGIN CERTIFICATE-----\nbm90IGEgY2VydGlmaWNhdGU=\n-----END CERTIFICATE-----\n";
+        let not_der = with_roots(garbage).unwrap_err();
+        assert!(matches!(not_der, EcsError::Config(_)), "{not_der}");
     }
 }

@@ -138,9 +138,22 @@ impl CredentialsProvider {
         Self::from_env_map(|name| std::env::var(name).ok())
     }
 
+    /// [`Self::from_env`], with STS (RRSA) also trusting these PEM certificates besides the
+    /// public roots: the same extra CA as the ECS client's, for a private endpoint or proxy.
+    pub fn from_env_trusting(extra_roots_pem: Option<&[u8]>) -> Result<Self, EcsError> {
+        Self::chain(|name| std::env::var(name).ok(), extra_roots_pem)
+    }
+
     /// The standard chain over any variable lookup, so tests need not touch the process
     /// environment: AccessKey variables first, then RRSA. Empty values count as unset.
     pub fn from_env_map(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, EcsError> {
+        Self::chain(lookup, None)
+    }
+
+    fn chain(
+        lookup: impl Fn(&str) -> Option<String>,
+        extra_roots_pem: Option<&[u8]>,
+    ) -> Result<Self, EcsError> {
         let get = |name: &str| lookup(name).filter(|value| !value.trim().is_empty());
 
         match (get(ENV_ACCESS_KEY_ID), get(ENV_ACCESS_KEY_SECRET)) {
@@ -198,6 +211,7 @@ impl CredentialsProvider {
         if let Some(name) = get(ENV_ROLE_SESSION_NAME) {
             config.role_session_name = name;
         }
+        config.extra_root_certificates_pem = extra_roots_pem.map(<[u8]>::to_vec);
         Self::rrsa(config)
     }
 
@@ -218,7 +232,8 @@ fn missing(names: &[&str], because: &str) -> EcsError {
 }
 
 /// `ALIBABA_CLOUD_STS_ENDPOINT` may be a bare host (as the ACK webhook injects it) or a full
-/// URL (tests point it at a local `http://` server).
+/// URL. The OIDC token and the credentials STS returns travel on this connection, so plain
+/// `http://` is accepted only for a loopback address (a local test STS).
 fn parse_sts_endpoint(endpoint: &str) -> Result<Url, EcsError> {
     let with_scheme = if endpoint.contains("://") {
         endpoint.to_string()
@@ -228,10 +243,23 @@ fn parse_sts_endpoint(endpoint: &str) -> Result<Url, EcsError> {
     let url = Url::parse(&with_scheme)
         .map_err(|e| EcsError::Config(format!("{ENV_STS_ENDPOINT} {endpoint:?}: {e}")))?;
     match url.scheme() {
-        "http" | "https" => Ok(url),
-        other => Err(EcsError::Config(format!(
-            "{ENV_STS_ENDPOINT} must be http or https, not {other}"
+        "https" => Ok(url),
+        "http" if is_loopback(&url) => Ok(url),
+        "http" => Err(EcsError::Config(format!(
+            "{ENV_STS_ENDPOINT} must be https:// (plain http:// only for a loopback address), not {endpoint:?}"
         ))),
+        other => Err(EcsError::Config(format!(
+            "{ENV_STS_ENDPOINT} must be https, not {other}"
+        ))),
+    }
+}
+
+fn is_loopback(url: &Url) -> bool {
+    match url.host() {
+        Some(url::Host::Ipv4(address)) => address.is_loopback(),
+        Some(url::Host::Ipv6(address)) => address.is_loopback(),
+        Some(url::Host::Domain(name)) => name.eq_ignore_ascii_case("localhost"),
+        None => false,
     }
 }
 
@@ -350,6 +378,24 @@ mod tests {
             "http://127.0.0.1:9100/"
         );
         assert!(parse_sts_endpoint("ftp://x").is_err());
+        for loopback in [
+            "http://localhost:8080",
+            "http://[::1]:9100",
+            "http://127.8.0.1",
+        ] {
+            assert!(parse_sts_endpoint(loopback).is_ok(), "{loopback}");
+        }
+        for exposed in [
+            "http://sts.aliyuncs.com",
+            "http://10.0.0.5:9100",
+            "http://localhost.evil.example",
+        ] {
+            let err = parse_sts_endpoint(exposed).unwrap_err();
+            assert!(
+                err.to_string().contains("must be https://"),
+                "{exposed}: {err}"
+            );
+        }
         assert_eq!(
             default_sts_endpoint(Some("cn-shanghai"), true)
                 .unwrap()

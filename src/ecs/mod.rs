@@ -26,7 +26,7 @@ pub use fence::Fence;
 pub use lenient::undecodable_items;
 pub use ops::{
     CopyImageRequest, DescribeImagesRequest, DescribeTasksRequest, DiskDeviceMapping,
-    ExportImageRequest, ImportImageRequest, ListTagResourcesRequest, MAX_PAGE_SIZE,
+    ExportImageRequest, ImportImageRequest, ListTagResourcesRequest, MAX_PAGE_SIZE, MAX_PAGES,
 };
 pub use request::{API_VERSION, SignatureVersion};
 pub use retry::Backoff;

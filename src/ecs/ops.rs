@@ -15,6 +15,10 @@ use super::types::{
 /// DescribeImages and DescribeTasks accept at most 100 results per page.
 pub const MAX_PAGE_SIZE: u32 = 100;
 
+/// Most pages one listing walks: 50 000 images at full pages, far above any account's image
+/// quota. A server that keeps promising more is wrong, and must not keep us calling forever.
+pub const MAX_PAGES: u32 = 500;
+
 /// Request parameters in wire form, in insertion order (signing sorts them).
 #[derive(Debug, Default)]
 struct Params(Vec<(String, String)>);
@@ -285,27 +289,45 @@ impl EcsClient {
             .await
     }
 
-    /// Every page of a DescribeImages query (page size [`MAX_PAGE_SIZE`] unless set).
+    /// Every page of a DescribeImages query (page size [`MAX_PAGE_SIZE`] unless set), at most
+    /// [`MAX_PAGES`] of them: a listing still unfinished after that is an error.
     pub async fn describe_all_images(
         &self,
         request: &DescribeImagesRequest,
     ) -> Result<Vec<Image>, EcsError> {
-        let mut page = DescribeImagesRequest {
-            page_number: Some(1),
-            page_size: Some(request.page_size.unwrap_or(MAX_PAGE_SIZE)),
-            ..request.clone()
-        };
         let mut images = Vec::new();
-        loop {
+        for page_number in 1..=MAX_PAGES {
+            let page = DescribeImagesRequest {
+                page_number: Some(page_number),
+                page_size: Some(request.page_size.unwrap_or(MAX_PAGE_SIZE)),
+                ..request.clone()
+            };
             let answer = self.describe_images(&page).await?;
             let received = answer.images.len();
             images.extend(answer.images);
-            // An empty page ends the walk even if TotalCount claims more: never loop forever.
-            if received == 0 || images.len() as u64 >= answer.total_count {
+            if images.len() as u64 >= answer.total_count {
                 return Ok(images);
             }
-            page.page_number = page.page_number.map(|n| n + 1);
+            // An empty page ends the walk whatever TotalCount claims: it also shrinks while
+            // images are deleted between two pages, and asking again would loop on nothing.
+            if received == 0 {
+                tracing::debug!(
+                    page_number,
+                    total_count = answer.total_count,
+                    listed = images.len(),
+                    "DescribeImages page empty before TotalCount was reached; listing ends here"
+                );
+                return Ok(images);
+            }
         }
+        Err(EcsError::Decode {
+            status: 200,
+            message: format!(
+                "DescribeImages still promised more images after {MAX_PAGES} pages ({} images); listing abandoned",
+                images.len()
+            ),
+            request_id: None,
+        })
     }
 
     /// Deletes a custom image; ECS treats an image that does not exist as success.

@@ -10,9 +10,10 @@ use serde::Deserialize;
 use tokio::sync::Mutex;
 use url::Url;
 
+use super::client::build_http_client;
 use super::credentials::Credentials;
 use super::error::EcsError;
-use super::response::api_error;
+use super::response::{MAX_STS_BODY_BYTES, api_error, read_body, redirect_refusal};
 use super::sign;
 
 /// Refresh this long before `Expiration`, as the official credential providers do.
@@ -35,6 +36,8 @@ pub struct RrsaConfig {
     pub sts_endpoint: Url,
     /// Lifetime asked for; STS accepts 900 s up to the role's maximum.
     pub duration_seconds: u32,
+    /// PEM certificates trusted besides the public web roots (the ECS client's extra CA).
+    pub extra_root_certificates_pem: Option<Vec<u8>>,
 }
 
 impl RrsaConfig {
@@ -51,6 +54,7 @@ impl RrsaConfig {
             role_session_name: format!("ecs-image-operator-{}", Utc::now().timestamp_micros()),
             sts_endpoint,
             duration_seconds: 3600,
+            extra_root_certificates_pem: None,
         }
     }
 }
@@ -63,6 +67,10 @@ impl fmt::Debug for RrsaConfig {
             .field("oidc_token_file", &self.oidc_token_file)
             .field("role_session_name", &self.role_session_name)
             .field("sts_endpoint", &self.sts_endpoint.as_str())
+            .field(
+                "extra_root_certificates",
+                &self.extra_root_certificates_pem.is_some(),
+            )
             .finish()
     }
 }
@@ -81,10 +89,11 @@ pub(crate) struct RrsaProvider {
 
 impl RrsaProvider {
     pub(crate) fn new(config: RrsaConfig) -> Result<Self, EcsError> {
-        let http = reqwest::Client::builder()
+        let builder = reqwest::Client::builder()
             .timeout(STS_TIMEOUT)
-            .build()
-            .map_err(|e| EcsError::Config(format!("cannot build the STS HTTP client: {e}")))?;
+            .redirect(reqwest::redirect::Policy::none());
+        let http = build_http_client(builder, config.extra_root_certificates_pem.as_deref())
+            .map_err(|e| EcsError::Config(format!("STS client: {e}")))?;
         Ok(RrsaProvider {
             config,
             http,
@@ -153,10 +162,26 @@ impl RrsaProvider {
             .await
             .map_err(|e| sts_unreachable(&format!("no answer: {}", e.without_url())))?;
         let status = response.status().as_u16();
-        let body = response
-            .bytes()
-            .await
-            .map_err(|e| sts_unreachable(&format!("cannot read the answer: {e}")))?;
+        if response.status().is_redirection() {
+            let refusal = redirect_refusal(response.headers());
+            return Err(sts_failure(&format!("HTTP {status}: {refusal}")));
+        }
+        let body = read_body(response, MAX_STS_BODY_BYTES, |e| {
+            sts_unreachable(&format!("cannot read the answer: {}", e.without_url()))
+        })
+        .await
+        .map_err(|e| match e {
+            EcsError::Decode {
+                status,
+                message,
+                request_id,
+            } => EcsError::Decode {
+                status,
+                message: format!("STS AssumeRoleWithOIDC: {message}"),
+                request_id,
+            },
+            other => other,
+        })?;
         if !(200..300).contains(&status) {
             let reason = match api_error(status, &body, None) {
                 // Throttling and 5xx say nothing about the role or the token: try again.

@@ -276,6 +276,8 @@ struct OperatorCommand {
     endpoint: String,
     namespace: String,
     extra_args: Vec<String>,
+    /// Set after the defaults, so they may replace the default access key.
+    extra_env: Vec<(String, String)>,
 }
 
 impl OperatorCommand {
@@ -302,7 +304,8 @@ impl OperatorCommand {
             .env("ALIBABA_CLOUD_ACCESS_KEY_SECRET", "testsecret")
             .env_remove("ALIBABA_CLOUD_SECURITY_TOKEN")
             .env_remove("ALIBABA_CLOUD_ROLE_ARN")
-            .env("NO_COLOR", "1");
+            .env("NO_COLOR", "1")
+            .envs(self.extra_env.iter().map(|(k, v)| (k, v)));
         command
     }
 }
@@ -317,6 +320,17 @@ impl Operator {
         namespace: &str,
         extra_args: &[&str],
     ) -> Operator {
+        Operator::start_with_env(kubeconfig, endpoint, namespace, extra_args, &[]).await
+    }
+
+    /// [`Operator::start`] with further environment variables (`RUST_LOG`, credentials...).
+    pub async fn start_with_env(
+        kubeconfig: &Path,
+        endpoint: &str,
+        namespace: &str,
+        extra_args: &[&str],
+        extra_env: &[(&str, &str)],
+    ) -> Operator {
         let mut operator = Operator {
             process: LoggedChild::new("operator"),
             command: OperatorCommand {
@@ -324,6 +338,10 @@ impl Operator {
                 endpoint: endpoint.to_string(),
                 namespace: namespace.to_string(),
                 extra_args: extra_args.iter().map(|a| a.to_string()).collect(),
+                extra_env: extra_env
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect(),
             },
             metrics_url: String::new(),
         };
@@ -361,6 +379,11 @@ impl Operator {
     /// `http://127.0.0.1:PORT` of `/metrics`, `/healthz` and `/readyz`.
     pub fn metrics_url(&self) -> &str {
         &self.metrics_url
+    }
+
+    /// Everything the operator printed so far (stdout and stderr).
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(self.process.log_path()).unwrap_or_default()
     }
 
     /// `kill -9`: the controller dies wherever it is, without any cleanup.
