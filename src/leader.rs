@@ -275,17 +275,16 @@ impl LeaderElector {
                 Err(e) => Err(e),
             };
         };
-        let previous_holder = match self.observe(&lease) {
+        let ours = match self.observe(&lease) {
             Verdict::Held { holder } => return Ok(Attempt::HeldBy(holder)),
-            Verdict::Ours => None,
-            Verdict::Vacant => Some(None),
-            Verdict::Expired { holder } => Some(Some(holder)),
+            Verdict::Ours => true,
+            Verdict::Vacant => false,
+            Verdict::Expired { holder } => {
+                info!(lease = %name, %holder, "the lease has not changed for its duration; taking it over");
+                false
+            }
         };
         let spec = lease.spec.clone().unwrap_or_default();
-        if let Some(Some(holder)) = &previous_holder {
-            info!(lease = %name, %holder, "the lease has not changed for its duration; taking it over");
-        }
-        let ours = previous_holder.is_none();
         let transitions = spec.lease_transitions.unwrap_or(0) + i32::from(!ours);
         let acquired = if ours { spec.acquire_time } else { None };
         lease.spec = Some(self.spec_for_us(acquired, now, transitions));
@@ -563,11 +562,13 @@ mod tests {
 
     #[test]
     fn a_fractional_lease_duration_is_rounded_up_for_other_candidates() {
-        let timing = ElectionTiming::new(Duration::from_millis(3500), s(2), s(1)).expect("valid");
+        let timing = ElectionTiming::new(
+            Duration::from_millis(3500),
+            Duration::from_secs(2),
+            Duration::from_secs(1),
+        )
+        .expect("valid");
         assert_eq!(timing.lease_duration_seconds(), 4);
-        fn s(n: u64) -> Duration {
-            Duration::from_secs(n)
-        }
     }
 
     /// An apiserver that accepts connections and never answers.
