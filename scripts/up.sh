@@ -56,7 +56,9 @@ wait_line "$dev/emulator.out" 'listening on' 30 "$(cat "$dev/emulator.pid")"
 ecs_endpoint=$(sed -n 's/.*listening on \(http:[^ ]*\).*/\1/p' "$dev/emulator.out" | head -n1)
 echo "ECS_ENDPOINT=$ecs_endpoint" >>"$dev/env.partial"
 
-# The operator uses the emulator's default access key.
+# The operator uses the emulator's default access key. Leader election is on (the default): the
+# operator takes the Lease default/ecs-image-operator at once on this fresh apiserver, and a second
+# operator started by hand against it waits as a standby.
 KUBECONFIG="$dev/kubeconfig" ECS_ENDPOINT="$ecs_endpoint" \
   ALIBABA_CLOUD_ACCESS_KEY_ID=testid ALIBABA_CLOUD_ACCESS_KEY_SECRET=testsecret \
   setsid "$bin" run --metrics-addr 127.0.0.1:0 ${OPERATOR_ARGS:-} \

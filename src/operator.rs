@@ -25,8 +25,8 @@ use tracing::{error, info, warn};
 use crate::api::ImageCopy;
 use crate::controller::metrics::Metrics;
 use crate::controller::{Context, Timing, image_copy};
-use crate::ecs::{CallObserver, CredentialsProvider, EcsClient, EcsClientConfig};
-use crate::leader::{LeaderElector, LeaseConfig};
+use crate::ecs::{CallObserver, CredentialsProvider, EcsClient, EcsClientConfig, Fence};
+use crate::leader::{ElectionTiming, LeaderElector, LeaseConfig};
 
 /// How long in-flight reconciliations may take to finish after a stop (SIGTERM or lost lease),
 /// within Kubernetes' default 30s termination grace period.
@@ -68,18 +68,36 @@ pub struct RunArgs {
     /// Objects reconciled at once.
     #[arg(long, default_value_t = 16)]
     pub concurrency: u16,
-    /// Reconcile only while holding a Lease, so several replicas can run safely.
-    #[arg(long, env = "LEADER_ELECT")]
+    /// Reconcile only while holding a Lease, so several replicas can run safely. On by default;
+    /// `--leader-elect=false` for a single development process.
+    #[arg(
+        long,
+        env = "LEADER_ELECT",
+        default_value_t = true,
+        num_args = 0..=1,
+        require_equals = true,
+        default_missing_value = "true",
+        action = clap::ArgAction::Set
+    )]
     pub leader_elect: bool,
-    /// Namespace of the leader-election Lease (in a pod: its own namespace).
-    #[arg(long, env = "POD_NAMESPACE", default_value = "default")]
-    pub leader_election_namespace: String,
+    /// Namespace of the leader-election Lease. Default: `$POD_NAMESPACE`, else the namespace of
+    /// the in-cluster service account, else `default`.
+    #[arg(long, env = "POD_NAMESPACE")]
+    pub leader_election_namespace: Option<String>,
     /// Name of the leader-election Lease.
     #[arg(long, default_value = "ecs-image-operator")]
     pub leader_election_id: String,
-    /// How long a leader's Lease lasts without renewal before another replica takes over.
+    /// How long a Lease must stay unrenewed before another replica takes it over.
     #[arg(long, default_value = "15s", value_parser = humantime::parse_duration)]
     pub leader_election_lease_duration: Duration,
+    /// How long the leader goes on acting without a successful renewal; less than the lease
+    /// duration.
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    pub leader_election_renew_deadline: Duration,
+    /// How often the leader renews and a standby looks at the Lease; less than the renew
+    /// deadline. Also the time limit of one Lease API call.
+    #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
+    pub leader_election_retry_period: Duration,
 }
 
 /// Shortest accepted interval: anything less polls ECS in a hot loop.
@@ -129,6 +147,12 @@ fn init_logging(format: LogFormat) {
 }
 
 async fn serve(args: RunArgs) -> Result<(), String> {
+    let leader_timing = ElectionTiming::new(
+        args.leader_election_lease_duration,
+        args.leader_election_renew_deadline,
+        args.leader_election_retry_period,
+    )
+    .map_err(|e| e.to_string())?;
     // One listener for the whole life of the process: a signal that arrives between two phases
     // (say, just after the lease was won) is still seen.
     let (signalled, shutdown) = tokio::sync::watch::channel(false);
@@ -171,9 +195,17 @@ async fn serve(args: RunArgs) -> Result<(), String> {
     let seed = default_credentials
         .clone()
         .unwrap_or_else(|| CredentialsProvider::fixed(crate::ecs::Credentials::new("", "")));
+    // With leader election, nothing changes in ECS until the lease is ours, and nothing once
+    // this replica is no longer sure it is.
+    let fence = if args.leader_elect {
+        Fence::closed()
+    } else {
+        Fence::open()
+    };
     let ecs = EcsClient::new(ecs_config, seed)
         .map_err(|e| format!("invalid ECS configuration: {e}"))?
-        .with_observer(metrics.clone() as Arc<dyn CallObserver>);
+        .with_observer(metrics.clone() as Arc<dyn CallObserver>)
+        .with_fence(fence.clone());
     // After the ECS set-up, so that a bad --ecs-ca-file or endpoint is reported first.
     let client = Client::try_default()
         .await
@@ -244,27 +276,25 @@ async fn serve(args: RunArgs) -> Result<(), String> {
     ready.store(true, Ordering::SeqCst);
 
     let elector = args.leader_elect.then(|| {
-        Arc::new(LeaderElector::new(
-            client.clone(),
-            LeaseConfig {
-                namespace: args.leader_election_namespace.clone(),
-                name: args.leader_election_id.clone(),
-                identity: identity(),
-                lease_duration: args.leader_election_lease_duration,
-                retry_period: (args.leader_election_lease_duration / 5)
-                    .max(Duration::from_millis(200)),
-            },
-        ))
+        let config = LeaseConfig {
+            namespace: lease_namespace(args.leader_election_namespace.clone()),
+            name: args.leader_election_id.clone(),
+            identity: identity(),
+            timing: leader_timing,
+        };
+        info!(namespace = %config.namespace, lease = %config.name, identity = %config.identity, "leader election");
+        Arc::new(LeaderElector::new(client.clone(), config, fence))
     });
-    if let Some(elector) = &elector {
-        tokio::select! {
-            _ = elector.acquire() => {}
+    let acquired = match &elector {
+        Some(elector) => tokio::select! {
+            acquired = elector.acquire() => Some(acquired),
             _ = shutdown_requested() => {
                 stop_server().await;
                 return Ok(());
             }
-        }
-    }
+        },
+        None => None,
+    };
     info!(
         namespace = args.namespace.as_deref().unwrap_or("*"),
         "controller started"
@@ -278,9 +308,9 @@ async fn serve(args: RunArgs) -> Result<(), String> {
         let elector = elector.clone();
         let lost_lease = lost_lease.clone();
         tokio::spawn(async move {
-            match elector {
-                Some(elector) => tokio::select! {
-                    _ = elector.keep_leading() => lost_lease.store(true, Ordering::SeqCst),
+            match elector.zip(acquired) {
+                Some((elector, acquired)) => tokio::select! {
+                    _ = elector.keep_leading(acquired) => lost_lease.store(true, Ordering::SeqCst),
                     _ = shutdown_requested() => {}
                 },
                 None => shutdown_requested().await,
@@ -349,11 +379,38 @@ fn needs_reconcile(obj: &ImageCopy) -> Option<u64> {
     Some(hasher.finish())
 }
 
-/// A leader-election identity unique per process: the pod name when there is one.
+/// Where a pod finds the namespace of its service account.
+const SERVICE_ACCOUNT_NAMESPACE_FILE: &str =
+    "/var/run/secrets/kubernetes.io/serviceaccount/namespace";
+
+/// The Lease's namespace: the flag (or `$POD_NAMESPACE`), else the pod's own namespace, else
+/// `default`.
+fn lease_namespace(flag: Option<String>) -> String {
+    flag.filter(|ns| !ns.is_empty())
+        .or_else(|| {
+            std::fs::read_to_string(SERVICE_ACCOUNT_NAMESPACE_FILE)
+                .ok()
+                .map(|ns| ns.trim().to_string())
+                .filter(|ns| !ns.is_empty())
+        })
+        .unwrap_or_else(|| "default".into())
+}
+
+/// The leader-election identity. `$POD_NAME` is unique per pod and stays the same when a
+/// container restarts, so a restarted leader takes its own lease back at once; without it,
+/// the host name plus a random suffix, unique per process.
 fn identity() -> String {
-    let host = std::env::var("POD_NAME")
-        .or_else(|_| std::env::var("HOSTNAME"))
-        .unwrap_or_else(|_| "ecs-image-operator".into());
+    if let Ok(pod) = std::env::var("POD_NAME")
+        && !pod.is_empty()
+    {
+        return pod;
+    }
+    let host = std::env::var("HOSTNAME")
+        .ok()
+        .or_else(|| std::fs::read_to_string("/proc/sys/kernel/hostname").ok())
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "ecs-image-operator".into());
     format!("{host}-{}", uuid::Uuid::new_v4().simple())
 }
 

@@ -257,6 +257,10 @@ async fn two_replicas_elect_one_leader_and_fail_over() {
         &ns,
         "--leader-election-lease-duration",
         "3s",
+        "--leader-election-renew-deadline",
+        "2s",
+        "--leader-election-retry-period",
+        "500ms",
     ];
     let mut first =
         support::Operator::start(&apiserver.kubeconfig, emulator.endpoint(), &ns, &flags).await;

@@ -9,7 +9,7 @@
 use std::fs::{File, OpenOptions};
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -105,6 +105,19 @@ impl LoggedChild {
 
     fn append_marker(&self, marker: &str) {
         let _ = writeln!(append_to(self.log_path()), "----- {marker} -----");
+    }
+
+    fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// The exit status once the child has exited; `None` while it runs (or was never started).
+    fn try_wait(&mut self) -> Option<ExitStatus> {
+        self.child.as_mut()?.try_wait().ok().flatten()
+    }
+
+    fn log_text(&self) -> String {
+        std::fs::read_to_string(self.log_path()).unwrap_or_default()
     }
 }
 
@@ -276,6 +289,11 @@ struct OperatorCommand {
     endpoint: String,
     namespace: String,
     extra_args: Vec<String>,
+    /// `$POD_NAME`, the leader-election identity: kept across restarts, like a pod's name
+    /// across container restarts, so a restarted operator takes its own lease back at once.
+    pod_name: String,
+    /// ECS access key id and secret.
+    access_key: (String, String),
     /// Set after the defaults, so they may replace the default access key.
     extra_env: Vec<(String, String)>,
 }
@@ -297,11 +315,22 @@ impl OperatorCommand {
                 command.args([flag, value]);
             }
         }
+        // Leader election is on by default; each test's Lease lives in the test's namespace so
+        // that tests running at once do not compete for one Lease.
+        let lease_namespace_given = self
+            .extra_args
+            .iter()
+            .any(|a| a.starts_with("--leader-election-namespace"));
+        if !lease_namespace_given {
+            command.args(["--leader-election-namespace", &self.namespace]);
+        }
         command
             .args(&self.extra_args)
             .env("KUBECONFIG", &self.kubeconfig)
-            .env("ALIBABA_CLOUD_ACCESS_KEY_ID", "testid")
-            .env("ALIBABA_CLOUD_ACCESS_KEY_SECRET", "testsecret")
+            .env("POD_NAME", &self.pod_name)
+            .env_remove("POD_NAMESPACE")
+            .env("ALIBABA_CLOUD_ACCESS_KEY_ID", &self.access_key.0)
+            .env("ALIBABA_CLOUD_ACCESS_KEY_SECRET", &self.access_key.1)
             .env_remove("ALIBABA_CLOUD_SECURITY_TOKEN")
             .env_remove("ALIBABA_CLOUD_ROLE_ARN")
             .env("NO_COLOR", "1")
@@ -331,6 +360,37 @@ impl Operator {
         extra_args: &[&str],
         extra_env: &[(&str, &str)],
     ) -> Operator {
+        Operator::launch(
+            kubeconfig,
+            endpoint,
+            namespace,
+            extra_args,
+            ("testid", "testsecret"),
+            extra_env,
+        )
+        .await
+    }
+
+    /// Like [`Operator::start`], with its own ECS access key (`ID`, `SECRET`): the emulator's
+    /// call log then tells this replica's calls apart.
+    pub async fn start_with_access_key(
+        kubeconfig: &Path,
+        endpoint: &str,
+        namespace: &str,
+        extra_args: &[&str],
+        access_key: (&str, &str),
+    ) -> Operator {
+        Operator::launch(kubeconfig, endpoint, namespace, extra_args, access_key, &[]).await
+    }
+
+    async fn launch(
+        kubeconfig: &Path,
+        endpoint: &str,
+        namespace: &str,
+        extra_args: &[&str],
+        access_key: (&str, &str),
+        extra_env: &[(&str, &str)],
+    ) -> Operator {
         let mut operator = Operator {
             process: LoggedChild::new("operator"),
             command: OperatorCommand {
@@ -338,6 +398,8 @@ impl Operator {
                 endpoint: endpoint.to_string(),
                 namespace: namespace.to_string(),
                 extra_args: extra_args.iter().map(|a| a.to_string()).collect(),
+                pod_name: format!("operator-{}", uuid::Uuid::new_v4().simple()),
+                access_key: (access_key.0.to_string(), access_key.1.to_string()),
                 extra_env: extra_env
                     .iter()
                     .map(|(k, v)| (k.to_string(), v.to_string()))
@@ -390,6 +452,46 @@ impl Operator {
     pub fn kill_9(&mut self) {
         self.process.kill();
         self.process.append_marker("killed with SIGKILL");
+    }
+
+    /// Its leader-election identity (`$POD_NAME`), the holder named in a Lease it holds.
+    pub fn pod_name(&self) -> &str {
+        &self.command.pod_name
+    }
+
+    /// The ECS access key id it signs with.
+    pub fn access_key_id(&self) -> &str {
+        &self.command.access_key.0
+    }
+
+    /// Sends `signal` (`STOP`, `CONT`, `TERM`, …) with kill(1).
+    pub fn signal(&self, signal: &str) {
+        let pid = self.process.pid().expect("the operator runs");
+        let status = Command::new("kill")
+            .args([format!("-{signal}"), pid.to_string()])
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill -{signal} {pid} failed");
+        self.process.append_marker(&format!("sent SIG{signal}"));
+    }
+
+    /// Waits until the process exits; `None` if it still runs after `timeout`.
+    pub async fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.process.try_wait() {
+                return Some(status);
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Everything it logged so far.
+    pub fn log(&self) -> String {
+        self.process.log_text()
     }
 
     /// Starts the controller again with the same flags (killing it first if it still runs);
