@@ -495,6 +495,15 @@ async fn client_token_makes_copy_idempotent() {
     assert_eq!(copies.len(), 1);
     assert_eq!(copies[0]["tags"]["imageops.dev/owner-uid"], "1234");
     assert_eq!(copies[0]["status"], "Creating");
+    let (_, calls) = emu.admin(reqwest::Method::GET, "calls", None).await;
+    let tokens: Vec<&Value> = calls["calls"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["action"] == "CopyImage")
+        .map(|c| &c["clientToken"])
+        .collect();
+    assert_eq!(tokens, vec!["uid-1234", "uid-1234"], "the call log names the token");
 
     let (status, code) = emu
         .fails(

@@ -40,6 +40,22 @@ pub struct Call {
     /// The AccessKeyId the request claims (V3 `Authorization` credential, V1 `AccessKeyId`),
     /// so tests can tell apart callers that use different keys; empty when there is none.
     pub access_key_id: String,
+    /// The `ClientToken` the call carried (CopyImage, ImportImage), so tests can tell which
+    /// object a call was made for; empty when there is none.
+    pub client_token: String,
+}
+
+impl Call {
+    fn new(action: &str, params: &Params, incoming: &Incoming<'_>) -> Call {
+        Call {
+            action: action.to_string(),
+            region_id: params.get("RegionId").unwrap_or_default().to_string(),
+            code: String::new(),
+            at: String::new(),
+            access_key_id: claimed_access_key_id(incoming, params),
+            client_token: params.get("ClientToken").unwrap_or_default().to_string(),
+        }
+    }
 }
 
 #[derive(Debug, Default)]
@@ -49,18 +65,15 @@ pub struct CallLog {
 }
 
 impl CallLog {
-    fn record(&mut self, action: &str, region_id: &str, code: &str, at: Time, access_key_id: &str) {
-        *self.counts.entry(action.to_string()).or_default() += 1;
+    /// Logs `call` as answered at `at` with `code` (empty on success).
+    fn record(&mut self, mut call: Call, code: &str, at: Time) {
+        *self.counts.entry(call.action.clone()).or_default() += 1;
         if self.calls.len() == CALL_HISTORY {
             self.calls.pop_front();
         }
-        self.calls.push_back(Call {
-            action: action.to_string(),
-            region_id: region_id.to_string(),
-            code: code.to_string(),
-            at: at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
-            access_key_id: access_key_id.to_string(),
-        });
+        call.code = code.to_string();
+        call.at = at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+        self.calls.push_back(call);
     }
 }
 
@@ -183,15 +196,13 @@ async fn rpc(
         .unwrap_or_default()
         .to_string();
     let region_id = params.get("RegionId").unwrap_or_default().to_string();
-    let access_key_id = claimed_access_key_id(&incoming, &params);
+    let call = Call::new(&action, &params, &incoming);
 
     if action == sts::ACTION {
         let mut shared = app.lock();
         let result = sts::assume_role_with_oidc(&params, &mut shared.keys, now);
         let code = result.as_ref().err().map(|e| e.code.as_str()).unwrap_or("");
-        shared
-            .calls
-            .record(&action, &region_id, code, now, &access_key_id);
+        shared.calls.record(call, code, now);
         return respond(result, &request_id, "sts.aliyuncs.com");
     }
 
@@ -223,9 +234,7 @@ async fn rpc(
     // A request that names no action is not an ECS call and is not counted.
     if !action.is_empty() {
         let code = result.as_ref().err().map(|e| e.code.as_str()).unwrap_or("");
-        shared
-            .calls
-            .record(&action, &region_id, code, now, &access_key_id);
+        shared.calls.record(call, code, now);
     }
     drop(guard);
     if let Err(error) = &result {
