@@ -791,10 +791,13 @@ async fn cancel_and_delete(mode: Mode) {
         .await
         .expect("the running copy is listed");
     assert_eq!(creating.status, ImageStatus::Creating);
-    refused(
-        s.client.delete_image(DESTINATION, &running, false).await,
-        "OperationDenied.ImageCopying",
-        403,
+    let copying = s.client.delete_image(DESTINATION, &running, false).await;
+    let copying = copying.expect_err("an image being copied cannot be deleted");
+    assert_eq!(copying.code(), Some("OperationDenied.ImageCopying"));
+    assert_eq!(copying.status(), Some(403));
+    assert!(
+        copying.is_transient(),
+        "ECS says to try again later: {copying}"
     );
     s.emulator.faults(json!({"cancelNotSupported": true})).await;
     refused(

@@ -503,7 +503,11 @@ async fn client_token_makes_copy_idempotent() {
         .filter(|c| c["action"] == "CopyImage")
         .map(|c| &c["clientToken"])
         .collect();
-    assert_eq!(tokens, vec!["uid-1234", "uid-1234"], "the call log names the token");
+    assert_eq!(
+        tokens,
+        vec!["uid-1234", "uid-1234"],
+        "the call log names the token"
+    );
 
     let (status, code) = emu
         .fails(

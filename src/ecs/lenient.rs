@@ -27,6 +27,18 @@ pub fn string<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
     })
 }
 
+/// An id (`ImageId`, `TaskId`): a non-empty string. Unlike [`string`] it refuses anything else,
+/// so an item whose id cannot be read is left out (and counted) rather than kept under an empty
+/// id that matches nothing — which would make a present image look absent.
+pub fn id<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    match Value::deserialize(d)? {
+        Value::String(s) if !s.is_empty() => Ok(s),
+        other => Err(serde::de::Error::custom(format!(
+            "expected an id string, got {other}"
+        ))),
+    }
+}
+
 /// `true`/`false` as JSON booleans or strings; anything else is unknown.
 pub fn bool<'de, D: Deserializer<'de>>(d: D) -> Result<Option<bool>, D::Error> {
     Ok(match Value::deserialize(d)? {
@@ -133,6 +145,24 @@ mod tests {
             }
         );
         assert_eq!(parse(r#"{"l":""}"#), Sample::default());
+    }
+
+    #[test]
+    fn an_unreadable_id_leaves_the_item_out() {
+        #[derive(Deserialize, Debug, PartialEq)]
+        struct Item {
+            #[serde(deserialize_with = "id")]
+            id: String,
+        }
+        #[derive(Deserialize, Debug, PartialEq)]
+        struct Answer {
+            #[serde(deserialize_with = "list")]
+            items: Vec<Item>,
+        }
+        let answer: Answer =
+            serde_json::from_str(r#"{"items":[{"id":"m-1"},{"id":{"bad":true}},{"id":""}]}"#)
+                .unwrap();
+        assert_eq!(answer.items, vec![Item { id: "m-1".into() }]);
     }
 
     #[test]

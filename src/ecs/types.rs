@@ -93,7 +93,7 @@ pub struct Tag {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "PascalCase", default)]
 pub struct Image {
-    #[serde(deserialize_with = "lenient::string")]
+    #[serde(deserialize_with = "lenient::id")]
     pub image_id: String,
     #[serde(deserialize_with = "lenient::string")]
     pub image_name: String,
@@ -178,7 +178,7 @@ pub struct ExportImageResponse {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "PascalCase", default)]
 pub struct Task {
-    #[serde(deserialize_with = "lenient::string")]
+    #[serde(deserialize_with = "lenient::id")]
     pub task_id: String,
     #[serde(deserialize_with = "lenient::string")]
     pub task_action: String,
