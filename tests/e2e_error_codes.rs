@@ -69,7 +69,11 @@ const SOURCES: &[&str] = &[
     "us-west-1",
 ];
 const DESTINATION: &str = "cn-shanghai";
-const SOURCE_IMAGE_ID: &str = "m-codes0001";
+
+/// The image seeded in `region` (image ids are unique across regions).
+fn source_image(region: &str) -> String {
+    format!("m-codes{}", region.replace('-', ""))
+}
 
 /// How long call counts are watched once every object shows its handling.
 const WINDOW: Duration = Duration::from_secs(8);
@@ -79,7 +83,7 @@ fn copy_from(name: &str, source: &str, destination: &str) -> ImageCopy {
         name,
         json!({
             "sourceRegionId": source,
-            "sourceImageId": SOURCE_IMAGE_ID,
+            "sourceImageId": source_image(source),
             "destinationRegionId": destination,
         }),
     ))
@@ -89,8 +93,12 @@ fn copy_from(name: &str, source: &str, destination: &str) -> ImageCopy {
 fn seeded_sources() -> Vec<String> {
     SOURCES
         .iter()
-        .chain([DESTINATION].iter())
-        .flat_map(|region| ["--image".to_string(), format!("{region}:{SOURCE_IMAGE_ID}")])
+        .flat_map(|region| {
+            [
+                "--image".to_string(),
+                format!("{region}:{}", source_image(region)),
+            ]
+        })
         .collect()
 }
 
