@@ -174,6 +174,55 @@ async fn sts_refusals_are_credential_errors_without_the_token() {
     assert!(err.to_string().contains("/nonexistent/token"), "{err}");
 }
 
+/// An STS outage says nothing about the role or the token: it must be retried, not stall every
+/// object for the stalled-retry interval as a credentials problem.
+#[tokio::test]
+async fn sts_outages_are_transient_and_refusals_are_not() {
+    let token = token_file("oidc-token");
+    for outage in [
+        Reply::ecs_error(503, "ServiceUnavailable", "The service is unavailable."),
+        Reply::ecs_error(500, "InternalError", "The request processing has failed."),
+        Reply::ecs_error(
+            400,
+            "Throttling.User",
+            "Request was denied due to user flow control.",
+        ),
+        Reply::json(502, json!({"unexpected": "gateway page"})),
+    ] {
+        let sts = FakeServer::start(vec![outage]).await;
+        let err = CredentialsProvider::rrsa(config(&sts, &token))
+            .unwrap()
+            .credentials()
+            .await
+            .unwrap_err();
+        assert!(err.is_transient(), "{err}");
+    }
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let unreachable = url::Url::parse(&format!("http://{}", closed.local_addr().unwrap())).unwrap();
+    drop(closed);
+    let mut nobody = config(&FakeServer::start(vec![]).await, &token);
+    nobody.sts_endpoint = unreachable;
+    let err = CredentialsProvider::rrsa(nobody)
+        .unwrap()
+        .credentials()
+        .await
+        .unwrap_err();
+    assert!(err.is_transient(), "no answer at all: {err}");
+
+    let sts = FakeServer::start(vec![Reply::ecs_error(
+        400,
+        "AuthenticationFail.OIDCToken.Invalid",
+        "The oidc token is invalid.",
+    )])
+    .await;
+    let err = CredentialsProvider::rrsa(config(&sts, &token))
+        .unwrap()
+        .credentials()
+        .await
+        .unwrap_err();
+    assert!(!err.is_transient(), "a refusal is a verdict: {err}");
+}
+
 #[tokio::test]
 async fn the_environment_chain_reaches_ecs_with_sts_credentials() {
     let sts = FakeServer::start(vec![sts_reply("env", Duration::from_secs(3600))]).await;
