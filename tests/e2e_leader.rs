@@ -13,6 +13,7 @@ use k8s_openapi::api::coordination::v1::Lease;
 use kube::ResourceExt;
 use kube::api::{Api, PostParams};
 use serde_json::json;
+use support::stage::{image_copy_with, wait_gone, wait_ready};
 
 const LEASE: Duration = Duration::from_secs(4);
 /// Lease settings short enough for a test; the order retry < renew deadline < lease holds.
@@ -30,20 +31,6 @@ const ELECTION: [&str; 6] = [
 const TAKEOVER_MARGIN: Duration = Duration::from_secs(3);
 const LEASE_NAME: &str = "ecs-image-operator";
 const ACCESS_KEYS: [(&str, &str); 2] = [("replica-a", "secret-a"), ("replica-b", "secret-b")];
-
-fn image_copy(name: &str, destination: &str) -> ImageCopy {
-    serde_json::from_value(json!({
-        "apiVersion": "imageops.dev/v1alpha1",
-        "kind": "ImageCopy",
-        "metadata": {"name": name},
-        "spec": {
-            "sourceRegionId": "cn-hangzhou",
-            "sourceImageId": "m-demo0001",
-            "destinationRegionId": destination,
-        },
-    }))
-    .expect("valid ImageCopy")
-}
 
 /// One call from the emulator's call log.
 #[derive(Debug)]
@@ -154,7 +141,10 @@ impl Replicas {
 
     async fn create(&self, name: &str, destination: &str) -> ImageCopy {
         self.api
-            .create(&PostParams::default(), &image_copy(name, destination))
+            .create(
+                &PostParams::default(),
+                &image_copy_with(name, json!({"destinationRegionId": destination})),
+            )
             .await
             .unwrap_or_else(|e| panic!("create {name}: {e}"))
     }
@@ -187,35 +177,11 @@ impl Replicas {
     }
 
     async fn wait_ready(&self, name: &str, timeout: Duration) {
-        let deadline = Instant::now() + timeout;
-        loop {
-            let object = self.api.get(name).await.expect("get ImageCopy");
-            let ready = object
-                .status
-                .as_ref()
-                .and_then(|s| s.conditions.iter().find(|c| c.type_ == "Ready"))
-                .is_some_and(|c| c.status == "True");
-            if ready {
-                return;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "{name} not Ready within {timeout:?}: {:?}",
-                object.status
-            );
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
+        wait_ready(&self.api, name, timeout).await;
     }
 
     async fn wait_gone(&self, name: &str, timeout: Duration) {
-        let deadline = Instant::now() + timeout;
-        while self.api.get_opt(name).await.expect("get").is_some() {
-            assert!(
-                Instant::now() < deadline,
-                "{name} still exists after {timeout:?}"
-            );
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
+        wait_gone(&self.api, name, timeout).await;
     }
 
     /// Every object's copy exists exactly once in ECS.
@@ -410,9 +376,12 @@ async fn leader_election_off_needs_no_lease() {
     )
     .await;
     let api: Api<ImageCopy> = Api::namespaced(client.clone(), &ns);
-    api.create(&PostParams::default(), &image_copy("solo", "cn-shanghai"))
-        .await
-        .expect("create");
+    api.create(
+        &PostParams::default(),
+        &image_copy_with("solo", json!({"destinationRegionId": "cn-shanghai"})),
+    )
+    .await
+    .expect("create");
     let deadline = Instant::now() + Duration::from_secs(30);
     while emulator.count("CopyImage").await == 0 {
         assert!(Instant::now() < deadline, "the operator did not copy");

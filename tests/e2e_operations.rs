@@ -16,56 +16,7 @@ use k8s_openapi::api::events::v1::Event;
 use kube::api::{Api, ListParams, PostParams};
 use kube::config::{AuthInfo, Kubeconfig};
 use serde_json::json;
-
-fn image_copy(name: &str, destination: &str, secret: Option<&str>) -> ImageCopy {
-    let mut spec = json!({
-        "sourceRegionId": "cn-hangzhou",
-        "sourceImageId": "m-demo0001",
-        "destinationRegionId": destination,
-    });
-    if let Some(secret) = secret {
-        spec["credentialsSecretRef"] = json!({"name": secret});
-    }
-    serde_json::from_value(json!({
-        "apiVersion": "imageops.dev/v1alpha1",
-        "kind": "ImageCopy",
-        "metadata": {"name": name},
-        "spec": spec,
-    }))
-    .expect("valid ImageCopy")
-}
-
-async fn wait_ready(api: &Api<ImageCopy>, name: &str, timeout: Duration) {
-    let deadline = Instant::now() + timeout;
-    loop {
-        let obj = api.get(name).await.expect("get ImageCopy");
-        let ready = obj
-            .status
-            .as_ref()
-            .and_then(|s| s.conditions.iter().find(|c| c.type_ == "Ready"))
-            .is_some_and(|c| c.status == "True");
-        if ready {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{name} not Ready in {timeout:?}: {:?}",
-            obj.status
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
-
-async fn wait_gone(api: &Api<ImageCopy>, name: &str, timeout: Duration) {
-    let deadline = Instant::now() + timeout;
-    while api.get_opt(name).await.expect("get ImageCopy").is_some() {
-        assert!(
-            Instant::now() < deadline,
-            "{name} still exists after {timeout:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
+use support::stage::{image_copy_with, true_reason, wait_for, wait_gone, wait_ready};
 
 fn kubectl(kubeconfig: &Path, args: &[&str]) {
     let out = Command::new(support::kubectl_bin())
@@ -183,7 +134,7 @@ async fn operator_works_with_only_the_rbac_of_deploy_rbac_yaml() {
     let api: Api<ImageCopy> = Api::namespaced(client.clone(), &ns);
     api.create(
         &PostParams::default(),
-        &image_copy("least-privilege", "cn-shanghai", Some("ecs-credentials")),
+        &image_copy_with("least-privilege", json!({"destinationRegionId": "cn-shanghai", "credentialsSecretRef": {"name": "ecs-credentials"}})),
     )
     .await
     .expect("create ImageCopy");
@@ -270,7 +221,10 @@ async fn two_replicas_elect_one_leader_and_fail_over() {
     let api: Api<ImageCopy> = Api::namespaced(client.clone(), &ns);
     api.create(
         &PostParams::default(),
-        &image_copy("before-failover", "cn-shanghai", None),
+        &image_copy_with(
+            "before-failover",
+            json!({"destinationRegionId": "cn-shanghai"}),
+        ),
     )
     .await
     .expect("create");
@@ -299,7 +253,10 @@ async fn two_replicas_elect_one_leader_and_fail_over() {
     leader.kill_9();
     api.create(
         &PostParams::default(),
-        &image_copy("after-failover", "cn-beijing", None),
+        &image_copy_with(
+            "after-failover",
+            json!({"destinationRegionId": "cn-beijing"}),
+        ),
     )
     .await
     .expect("create");
@@ -330,7 +287,7 @@ async fn persistent_transient_errors_back_off_instead_of_hot_looping() {
     let api: Api<ImageCopy> = Api::namespaced(client.clone(), &ns);
     api.create(
         &PostParams::default(),
-        &image_copy("flaky", "cn-shanghai", None),
+        &image_copy_with("flaky", json!({"destinationRegionId": "cn-shanghai"})),
     )
     .await
     .expect("create");
@@ -357,29 +314,15 @@ async fn persistent_transient_errors_back_off_instead_of_hot_looping() {
     wait_ready(&api, "flaky", Duration::from_secs(60)).await;
 }
 
-fn stalled_reason(obj: &ImageCopy) -> Option<String> {
-    obj.status
-        .as_ref()?
-        .conditions
-        .iter()
-        .find(|c| c.type_ == "Stalled" && c.status == "True")
-        .map(|c| c.reason.clone())
-}
-
 async fn wait_stalled(api: &Api<ImageCopy>, name: &str, reason: &str) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let obj = api.get(name).await.expect("get ImageCopy");
-        if stalled_reason(&obj).as_deref() == Some(reason) {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{name} never Stalled with {reason}: {:?}",
-            obj.status
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    wait_for(
+        api,
+        name,
+        &format!("Stalled {reason}"),
+        Duration::from_secs(30),
+        |o| true_reason(o, "Stalled").as_deref() == Some(reason),
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -419,7 +362,7 @@ async fn credentials_secret_problems_stall_with_a_clear_reason_until_fixed() {
     // Missing Secret: stalled, and ECS is never called with anything.
     api.create(
         &PostParams::default(),
-        &image_copy("missing", "cn-shanghai", Some("not-yet")),
+        &image_copy_with("missing", json!({"destinationRegionId": "cn-shanghai", "credentialsSecretRef": {"name": "not-yet"}})),
     )
     .await
     .expect("create");
@@ -441,7 +384,7 @@ async fn credentials_secret_problems_stall_with_a_clear_reason_until_fixed() {
     );
     tokio::time::sleep(Duration::from_secs(3)).await;
     assert_eq!(
-        stalled_reason(&api.get("missing").await.expect("get")).as_deref(),
+        true_reason(&api.get("missing").await.expect("get"), "Stalled").as_deref(),
         Some("SecretNotFound"),
         "only the object's own namespace is searched"
     );
@@ -451,7 +394,7 @@ async fn credentials_secret_problems_stall_with_a_clear_reason_until_fixed() {
     secret("incomplete", "testid", None);
     api.create(
         &PostParams::default(),
-        &image_copy("incomplete", "cn-shanghai", Some("incomplete")),
+        &image_copy_with("incomplete", json!({"destinationRegionId": "cn-shanghai", "credentialsSecretRef": {"name": "incomplete"}})),
     )
     .await
     .expect("create");
@@ -459,7 +402,7 @@ async fn credentials_secret_problems_stall_with_a_clear_reason_until_fixed() {
     secret("wrong", "testid", Some("not-the-secret"));
     api.create(
         &PostParams::default(),
-        &image_copy("wrong", "cn-shanghai", Some("wrong")),
+        &image_copy_with("wrong", json!({"destinationRegionId": "cn-shanghai", "credentialsSecretRef": {"name": "wrong"}})),
     )
     .await
     .expect("create");
@@ -500,7 +443,7 @@ async fn a_copy_ecs_cannot_cancel_is_waited_for_then_deleted() {
     let api: Api<ImageCopy> = Api::namespaced(client.clone(), &ns);
     api.create(
         &PostParams::default(),
-        &image_copy("stubborn", "cn-shanghai", None),
+        &image_copy_with("stubborn", json!({"destinationRegionId": "cn-shanghai"})),
     )
     .await
     .expect("create");
@@ -653,7 +596,7 @@ async fn an_owned_deprecated_image_is_adopted_not_copied_again() {
     let created = api
         .create(
             &PostParams::default(),
-            &image_copy("old-copy", "cn-shanghai", None),
+            &image_copy_with("old-copy", json!({"destinationRegionId": "cn-shanghai"})),
         )
         .await
         .expect("create");
@@ -672,7 +615,7 @@ async fn an_owned_deprecated_image_is_adopted_not_copied_again() {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let obj = api.get("old-copy").await.expect("get");
-        if stalled_reason(&obj).as_deref() == Some("DestinationImageDeprecated") {
+        if true_reason(&obj, "Stalled").as_deref() == Some("DestinationImageDeprecated") {
             assert_eq!(
                 obj.status.and_then(|s| s.image_id).as_deref(),
                 Some("m-deprecatedcopy01"),

@@ -31,6 +31,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 use tokio_rustls::rustls;
 
+use support::stage::{image_copy, image_copy_with, true_reason, wait_for, wait_gone, wait_ready};
 use support::{Emulator, FakeServer, Operator, Reply};
 
 const REGION: &str = "cn-hangzhou";
@@ -542,73 +543,15 @@ async fn create_secret(client: &kube::Client, namespace: &str, name: &str, data:
         .unwrap_or_else(|e| panic!("create Secret {namespace}/{name}: {e}"));
 }
 
-fn image_copy(name: &str, secret: Option<&str>) -> ImageCopy {
-    let mut spec = json!({
-        "sourceRegionId": REGION,
-        "sourceImageId": "m-demo0001",
-        "destinationRegionId": "cn-shanghai",
-    });
-    if let Some(secret) = secret {
-        spec["credentialsSecretRef"] = json!({"name": secret});
-    }
-    serde_json::from_value(json!({
-        "apiVersion": "imageops.dev/v1alpha1",
-        "kind": "ImageCopy",
-        "metadata": {"name": name},
-        "spec": spec,
-    }))
-    .expect("valid ImageCopy")
-}
-
-fn condition_reason(object: &ImageCopy, type_: &str) -> Option<String> {
-    object
-        .status
-        .as_ref()?
-        .conditions
-        .iter()
-        .find(|c| c.type_ == type_ && c.status == "True")
-        .map(|c| c.reason.clone())
-}
-
-/// Polls `name` until `done` holds.
-async fn wait_for(api: &Api<ImageCopy>, name: &str, what: &str, done: impl Fn(&ImageCopy) -> bool) {
-    let timeout = Duration::from_secs(60);
-    let deadline = Instant::now() + timeout;
-    loop {
-        let object = api.get(name).await.expect("get ImageCopy");
-        if done(&object) {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{name} not {what} within {timeout:?}: {:?}",
-            object.status
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
-
-async fn wait_ready(api: &Api<ImageCopy>, name: &str) {
-    wait_for(api, name, "Ready", |o| {
-        condition_reason(o, "Ready").is_some()
-    })
-    .await;
-}
-
 async fn wait_stalled(api: &Api<ImageCopy>, name: &str, reason: &str) {
-    wait_for(api, name, &format!("Stalled {reason}"), |o| {
-        condition_reason(o, "Stalled").as_deref() == Some(reason)
+    wait_for(api, name, &format!("Stalled {reason}"), WAIT, |o| {
+        true_reason(o, "Stalled").as_deref() == Some(reason)
     })
     .await;
 }
 
-async fn wait_gone(api: &Api<ImageCopy>, name: &str) {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while api.get_opt(name).await.expect("get ImageCopy").is_some() {
-        assert!(Instant::now() < deadline, "{name} was never deleted");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
+/// How long the waits of these tests may take.
+const WAIT: Duration = Duration::from_secs(60);
 
 /// Every form in which a secret value could show up: as is, percent-encoded once (V1 query,
 /// V3 canonical query) and twice (V1 string to sign), and base64 (Secret data).
@@ -666,16 +609,22 @@ async fn secrets_and_tokens_never_reach_logs_events_status_or_metrics() {
     .await;
     let api: Api<ImageCopy> = Api::namespaced(kube.clone(), &namespace);
     for object in [
-        image_copy("with-secret", Some("sts")),
-        image_copy("operator-wide", None),
-        image_copy("wrong-secret", Some("wrong")),
+        image_copy_with(
+            "with-secret",
+            json!({"credentialsSecretRef": {"name": "sts"}}),
+        ),
+        image_copy("operator-wide"),
+        image_copy_with(
+            "wrong-secret",
+            json!({"credentialsSecretRef": {"name": "wrong"}}),
+        ),
     ] {
         api.create(&PostParams::default(), &object)
             .await
             .expect("create ImageCopy");
     }
-    wait_ready(&api, "with-secret").await;
-    wait_ready(&api, "operator-wide").await;
+    wait_ready(&api, "with-secret", WAIT).await;
+    wait_ready(&api, "operator-wide", WAIT).await;
     wait_stalled(&api, "wrong-secret", "SignatureDoesNotMatch").await;
     let statuses = serde_json::to_string(
         &api.list(&ListParams::default())
@@ -691,7 +640,7 @@ async fn secrets_and_tokens_never_reach_logs_events_status_or_metrics() {
         api.delete(name, &DeleteParams::default())
             .await
             .expect("delete ImageCopy");
-        wait_gone(&api, name).await;
+        wait_gone(&api, name, WAIT).await;
     }
     assert!(
         emulator.count("DeleteImage").await >= 2,
@@ -775,15 +724,18 @@ async fn a_secret_reference_resolves_only_in_the_objects_namespace() {
     let valid = [("accessKeyId", "testid"), ("accessKeySecret", "testsecret")];
     create_secret(&kube, &elsewhere, "creds", &valid).await;
     let api: Api<ImageCopy> = Api::namespaced(kube.clone(), &namespace);
-    api.create(&PostParams::default(), &image_copy("scoped", Some("creds")))
-        .await
-        .expect("create ImageCopy");
+    api.create(
+        &PostParams::default(),
+        &image_copy_with("scoped", json!({"credentialsSecretRef": {"name": "creds"}})),
+    )
+    .await
+    .expect("create ImageCopy");
     wait_stalled(&api, "scoped", "SecretNotFound").await;
     // Several retries later it is still not found, and nothing was copied with any key.
     tokio::time::sleep(Duration::from_secs(3)).await;
     let object = api.get("scoped").await.expect("get ImageCopy");
     assert_eq!(
-        condition_reason(&object, "Stalled").as_deref(),
+        true_reason(&object, "Stalled").as_deref(),
         Some("SecretNotFound"),
         "{:?}",
         object.status
@@ -792,5 +744,5 @@ async fn a_secret_reference_resolves_only_in_the_objects_namespace() {
 
     // The same Secret in the object's own namespace is used at the next retry.
     create_secret(&kube, &namespace, "creds", &valid).await;
-    wait_ready(&api, "scoped").await;
+    wait_ready(&api, "scoped", WAIT).await;
 }

@@ -9,7 +9,7 @@
 mod actions;
 mod admin;
 mod auth;
-mod errors;
+pub mod errors;
 mod faults;
 mod http;
 mod images;

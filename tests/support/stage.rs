@@ -95,44 +95,15 @@ impl Stage {
         timeout: Duration,
         done: impl Fn(&ImageCopy) -> bool,
     ) -> ImageCopy {
-        let deadline = Instant::now() + timeout;
-        loop {
-            let object = self.get(name).await;
-            if done(&object) {
-                return object;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "{name}: not {what} within {timeout:?}; last status: {}",
-                status_json(&object)
-            );
-            tokio::time::sleep(POLL).await;
-        }
+        wait_for(&self.api, name, what, timeout, done).await
     }
 
     pub async fn wait_ready(&self, name: &str, timeout: Duration) -> ImageCopy {
-        self.wait_for(name, "Ready", timeout, is_ready).await
+        wait_ready(&self.api, name, timeout).await
     }
 
     pub async fn wait_gone(&self, name: &str, timeout: Duration) {
-        let deadline = Instant::now() + timeout;
-        loop {
-            let Some(object) = self
-                .api
-                .get_opt(name)
-                .await
-                .unwrap_or_else(|e| panic!("get ImageCopy {name}: {e}"))
-            else {
-                return;
-            };
-            assert!(
-                Instant::now() < deadline,
-                "{name}: still there {timeout:?} after delete; finalizers {:?}, last status: {}",
-                object.metadata.finalizers,
-                status_json(&object)
-            );
-            tokio::time::sleep(POLL).await;
-        }
+        wait_gone(&self.api, name, timeout).await
     }
 
     /// The events about ImageCopy `name`, oldest first.
@@ -181,6 +152,57 @@ impl Stage {
     }
 }
 
+/// Polls `name` through `api` until `done` holds; on timeout the panic shows the last status.
+pub async fn wait_for(
+    api: &Api<ImageCopy>,
+    name: &str,
+    what: &str,
+    timeout: Duration,
+    done: impl Fn(&ImageCopy) -> bool,
+) -> ImageCopy {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let object = api
+            .get(name)
+            .await
+            .unwrap_or_else(|e| panic!("get ImageCopy {name}: {e}"));
+        if done(&object) {
+            return object;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{name}: not {what} within {timeout:?}; last status: {}",
+            status_json(&object)
+        );
+        tokio::time::sleep(POLL).await;
+    }
+}
+
+pub async fn wait_ready(api: &Api<ImageCopy>, name: &str, timeout: Duration) -> ImageCopy {
+    wait_for(api, name, "Ready", timeout, is_ready).await
+}
+
+/// Waits until `name` no longer exists (its finalizer is done).
+pub async fn wait_gone(api: &Api<ImageCopy>, name: &str, timeout: Duration) {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let Some(object) = api
+            .get_opt(name)
+            .await
+            .unwrap_or_else(|e| panic!("get ImageCopy {name}: {e}"))
+        else {
+            return;
+        };
+        assert!(
+            Instant::now() < deadline,
+            "{name}: still there {timeout:?} after delete; finalizers {:?}, last status: {}",
+            object.metadata.finalizers,
+            status_json(&object)
+        );
+        tokio::time::sleep(POLL).await;
+    }
+}
+
 /// `kubectl --kubeconfig=<the test apiserver> ARGS` with `stdin` as its input.
 pub async fn kubectl(args: &[&str], stdin: &str) -> Output {
     let mut child = tokio::process::Command::new(super::kubectl_bin())
@@ -205,8 +227,20 @@ pub async fn kubectl(args: &[&str], stdin: &str) -> Output {
 
 /// An ImageCopy of the seeded source image to the destination region.
 pub fn image_copy(name: &str) -> ImageCopy {
-    serde_json::from_value(manifest(name, json!({})))
+    image_copy_with(name, json!({}))
+}
+
+/// The default ImageCopy with `spec_overrides` merged in, as [`manifest`] does.
+pub fn image_copy_with(name: &str, spec_overrides: Value) -> ImageCopy {
+    serde_json::from_value(manifest(name, spec_overrides))
         .expect("the test manifest is a valid ImageCopy")
+}
+
+/// The reason of condition `type_` when it is True.
+pub fn true_reason(object: &ImageCopy, type_: &str) -> Option<String> {
+    condition(object, type_)
+        .filter(|c| c.status == "True")
+        .map(|c| c.reason.clone())
 }
 
 /// An ImageCopy manifest whose spec is the default one with `spec_overrides` merged in (a
