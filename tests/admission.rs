@@ -15,9 +15,8 @@ use kube::{Client, Resource};
 use serde_json::{Value, json};
 use tokio::io::AsyncWriteExt;
 
-const SOURCE_REGION: &str = "cn-hangzhou";
-const SOURCE_IMAGE: &str = "m-demo0001";
-const DESTINATION_REGION: &str = "cn-shanghai";
+use support::stage::{SOURCE_REGION, manifest};
+
 /// ECS allows 20 tags per image; the operator adds its two owner tags.
 const MAX_TAGS: usize = 18;
 /// Field manager of the server-side applies and patches this test sends.
@@ -665,7 +664,7 @@ async fn apiserver_admits_exactly_the_documented_image_copies() {
 
     for base in [Base::Full, Base::Bare] {
         let object: DynamicObject =
-            serde_json::from_value(manifest(base.object_name(), &base.spec()))
+            serde_json::from_value(manifest(base.object_name(), base.spec()))
                 .expect("a manifest is a DynamicObject");
         api.create(&PostParams::default(), &object)
             .await
@@ -690,33 +689,6 @@ async fn apiserver_admits_exactly_the_documented_image_copies() {
     );
 }
 
-/// The default manifest (a valid copy of the source image to the destination region) with
-/// `spec_overrides` merged into its spec; a `null` override removes the field.
-fn manifest(object_name: &str, spec_overrides: &Value) -> Value {
-    let mut spec = json!({
-        "sourceRegionId": SOURCE_REGION,
-        "sourceImageId": SOURCE_IMAGE,
-        "destinationRegionId": DESTINATION_REGION,
-    });
-    let fields = spec.as_object_mut().expect("spec is an object");
-    for (key, value) in spec_overrides
-        .as_object()
-        .expect("spec overrides are an object")
-    {
-        if value.is_null() {
-            fields.remove(key);
-        } else {
-            fields.insert(key.clone(), value.clone());
-        }
-    }
-    json!({
-        "apiVersion": "imageops.dev/v1alpha1",
-        "kind": "ImageCopy",
-        "metadata": {"name": object_name},
-        "spec": spec,
-    })
-}
-
 async fn send(
     client: &Client,
     api: &Api<DynamicObject>,
@@ -726,7 +698,7 @@ async fn send(
 ) -> Outcome {
     let answer = match request {
         Request::Create(spec) => {
-            let object: DynamicObject = serde_json::from_value(manifest(object_name, spec))
+            let object: DynamicObject = serde_json::from_value(manifest(object_name, spec.clone()))
                 .expect("a manifest is a DynamicObject");
             api.create(&PostParams::default(), &object).await
         }
@@ -741,7 +713,8 @@ async fn send(
                 "{}?fieldValidation=Strict",
                 ImageCopy::url_path(&(), Some(namespace))
             );
-            let body = serde_json::to_vec(&manifest(object_name, spec)).expect("JSON manifest");
+            let body =
+                serde_json::to_vec(&manifest(object_name, spec.clone())).expect("JSON manifest");
             let request = http::Request::post(url)
                 .header(http::header::CONTENT_TYPE, "application/json")
                 .body(body)
@@ -752,7 +725,7 @@ async fn send(
             api.patch(
                 object_name,
                 &PatchParams::apply(FIELD_MANAGER).validation_strict(),
-                &Patch::Apply(manifest(object_name, spec)),
+                &Patch::Apply(manifest(object_name, spec.clone())),
             )
             .await
         }
@@ -802,7 +775,8 @@ async fn kubectl(
         .stderr(Stdio::piped())
         .spawn()
         .expect("start kubectl");
-    let manifest = serde_json::to_vec(&manifest(object_name, spec_overrides)).expect("JSON");
+    let manifest =
+        serde_json::to_vec(&manifest(object_name, spec_overrides.clone())).expect("JSON");
     let mut input = child.stdin.take().expect("kubectl stdin is piped");
     input
         .write_all(&manifest)

@@ -236,21 +236,14 @@ fn listed_after(recorded: Option<Timestamp>, taken_at: Timestamp) -> bool {
         .is_some_and(|t| taken_at > t)
 }
 
+/// The images in `region` tagged as owned by `uid`, through the tag index.
 async fn lookup_owned(
     ecs: &crate::ecs::EcsClient,
     region: &str,
     uid: &str,
 ) -> Result<Vec<ImageSnapshot>, EcsError> {
-    let images = ecs
-        .describe_all_images(&DescribeImagesRequest {
-            region: region.to_string(),
-            status: followed_statuses(),
-            image_owner_alias: Some("self".into()),
-            tags: vec![(OWNER_UID_TAG.to_string(), uid.to_string())],
-            ..Default::default()
-        })
-        .await?;
-    Ok(images.iter().map(snapshot).collect())
+    let tag = (OWNER_UID_TAG.to_string(), uid.to_string());
+    owned_images_in(ecs, region, uid, vec![tag]).await
 }
 
 /// The images of the account in `region` whose tags name `uid` as owner, found without a tag
@@ -261,11 +254,22 @@ async fn lookup_owned_untagged(
     region: &str,
     uid: &str,
 ) -> Result<Vec<ImageSnapshot>, EcsError> {
+    owned_images_in(ecs, region, uid, Vec::new()).await
+}
+
+/// Own images of `region` matching the `tags` filter whose owner tag is `uid`.
+async fn owned_images_in(
+    ecs: &crate::ecs::EcsClient,
+    region: &str,
+    uid: &str,
+    tags: Vec<(String, String)>,
+) -> Result<Vec<ImageSnapshot>, EcsError> {
     let images = ecs
         .describe_all_images(&DescribeImagesRequest {
             region: region.to_string(),
             status: followed_statuses(),
             image_owner_alias: Some("self".into()),
+            tags,
             page_size: Some(crate::ecs::MAX_PAGE_SIZE),
             ..Default::default()
         })
