@@ -698,10 +698,8 @@ async fn cleanup_failure(
     status: &ImageCopyStatus,
     error: EcsError,
 ) -> Result<Action, Error> {
-    if matches!(error, EcsError::Fenced(_)) {
-        return Ok(Action::requeue(ctx.timing.poll_interval));
-    }
-    if error.is_transient() {
+    // Any `Ok` from the cleanup releases the finalizer: everything unfinished is an `Err`.
+    if error.is_transient() || matches!(error, EcsError::Fenced(_)) {
         return Err(Error::Ecs(error));
     }
     let code = error
