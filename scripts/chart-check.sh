@@ -65,3 +65,12 @@ scripts/manifests.sh --check
 
 echo "== Argo CD health checks (default libraries and useOpenLibs)"
 "$health_check" -crds crds/imageops.dev.yaml deploy/argocd
+
+echo "== the README's argocd-cm snippet is the ImageCopy health check"
+snippet=$(sed -n '/<!-- argocd-cm: begin -->/,/<!-- argocd-cm: end -->/p' README.md |
+  sed -n '/resource.customizations.health.imageops.dev_ImageCopy: |/,/^```$/p' | sed '1d;$d' | sed 's/^      //')
+if [ "$snippet" != "$(cat deploy/argocd/imageops.dev/ImageCopy/health.lua)" ]; then
+  echo "chart-check: README's argocd-cm snippet differs from deploy/argocd/imageops.dev/ImageCopy/health.lua" >&2
+  diff <(echo "$snippet") deploy/argocd/imageops.dev/ImageCopy/health.lua >&2 || true
+  exit 1
+fi
