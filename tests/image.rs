@@ -91,7 +91,9 @@ async fn image_runs_a_copy_to_ready() {
     assert!(rootfs.join("etc/ssl/certs/ca-certificates.crt").is_file());
 
     let stage_emulator = support::Emulator::start(&["--copy-seconds", "2"]).await;
-    let endpoint = stage_emulator.endpoint().to_string();
+    // By name, resolved inside the image as in a pod (whose /etc/hosts the kubelet mounts): the
+    // static binary resolves names without any shared library.
+    let endpoint = stage_emulator.endpoint().replace("127.0.0.1", "localhost");
     let apiserver = support::apiserver();
     let client = apiserver.client().await;
     support::install_crds(&client).await;
@@ -139,6 +141,15 @@ async fn image_runs_a_copy_to_ready() {
             "destination": KUBECONFIG_IN_CONTAINER,
             "type": "bind",
             "source": kubeconfig,
+            "options": ["bind", "ro"],
+        }));
+    config["mounts"]
+        .as_array_mut()
+        .expect("mounts is a list")
+        .push(json!({
+            "destination": "/etc/hosts",
+            "type": "bind",
+            "source": "/etc/hosts",
             "options": ["bind", "ro"],
         }));
     std::fs::write(
