@@ -18,7 +18,7 @@ if ! compgen -G "${XDG_CACHE_HOME:-$HOME/.cache}/ecs-image-operator/apiserver-*/
   echo "demo: first run: building kube-apiserver and kubectl from source (~5 min on 2 cores, once)"
 fi
 if [ ! -x target/release/ecs-image-operator ]; then
-  echo "demo: first run: compiling the operator in release mode (~4 min on 2 cores, once)"
+  echo "demo: first run: compiling the operator in release mode (~5 min on 2 idle cores, longer on a busy machine; once)"
 fi
 
 # Everything started here stops on exit, error or Ctrl-C.
