@@ -2,16 +2,17 @@
 SHELL := bash
 .SHELLFLAGS := -euo pipefail -c
 
-.PHONY: test demo up down crds lint harness sdk-test chaos
+.PHONY: test demo up down crds lint harness sdk-test chaos chart-test manifests image image-test
 
-## test: everything — lint, unit tests, client/emulator tests, e2e on the real apiserver, official
-## SDK, and the short chaos run.
-test: lint
+## test: everything — lint, chart/manifests/Argo CD checks, unit tests, client/emulator tests, e2e on
+## the real apiserver (the chart's among them), official SDK, the container image, and the short chaos run.
+test: lint chart-test
 	@echo "== building the test kube-apiserver (cached after the first run)"
 	export KUBE_HARNESS_DIR="$$(scripts/build-harness.sh)"; \
 	echo "== cargo test"; \
 	cargo test --locked --all-targets -- --skip chaos --exact
 	$(MAKE) --no-print-directory sdk-test
+	$(MAKE) --no-print-directory image-test
 	$(MAKE) --no-print-directory chaos
 
 ## chaos: copies, faults, SIGKILLs and deletes, then the promises checked from the emulator's
@@ -35,9 +36,30 @@ lint:
 harness:
 	scripts/build-harness.sh
 
-## crds: regenerate crds/ from the Rust types.
+## crds: regenerate crds/ (and the chart's copy) from the Rust types.
 crds:
 	cargo run --locked --quiet -- crd > crds/imageops.dev.yaml
+	cp crds/imageops.dev.yaml charts/ecs-image-operator/files/crds.yaml
+
+## chart-test: helm lint/template/unittest, deploy/ freshness, Argo CD health checks (no cluster;
+## tests/chart.rs installs the chart on the real apiserver within `cargo test`).
+chart-test:
+	@echo "== chart, manifests and Argo CD health checks"
+	scripts/chart-check.sh
+
+## manifests: regenerate deploy/ from the chart with default values.
+manifests:
+	scripts/manifests.sh
+
+## image: the container image from the Dockerfile, built with buildah (no Docker) into
+## target/image/ecs-image-operator.oci.tar.
+image:
+	scripts/image.sh build
+
+## image-test: make image, then run it with runc against the real apiserver and the emulator.
+image-test:
+	@echo "== container image (buildah, umoci, runc)"
+	scripts/image.sh test
 
 up:
 	scripts/up.sh

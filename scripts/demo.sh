@@ -7,10 +7,23 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
 
 if [ -f .dev/env ]; then
-  echo "demo: 'make up' is already running; run 'make down' first" >&2
+  echo "demo: the apiserver, emulator and operator of 'make up' are already running (see .dev/env)." >&2
+  echo "      Use them (set -a; . .dev/env; set +a; \$KUBECTL get imgcp) or stop them with 'make down'," >&2
+  echo "      then run 'make demo' again." >&2
   exit 1
 fi
-trap 'scripts/down.sh >/dev/null' EXIT
+
+# What a fresh clone builds first, with a rough time on 2 cores.
+if ! compgen -G "${XDG_CACHE_HOME:-$HOME/.cache}/ecs-image-operator/apiserver-*/kube-harness" >/dev/null; then
+  echo "demo: first run: building kube-apiserver and kubectl from source (~5 min on 2 cores, once)"
+fi
+if [ ! -x target/release/ecs-image-operator ]; then
+  echo "demo: first run: compiling the operator in release mode (~5 min on 2 idle cores, longer on a busy machine; once)"
+fi
+
+# Everything started here stops on exit, error or Ctrl-C.
+trap 'echo; echo "demo: stopping the apiserver, emulator and operator"; scripts/down.sh >/dev/null' EXIT
+trap 'echo; echo "demo: interrupted"; exit 130' INT TERM
 EMULATOR_ARGS="${EMULATOR_ARGS:---copy-seconds 20 --region-concurrency 1}" \
   OPERATOR_ARGS="${OPERATOR_ARGS:---poll-interval 2s}" scripts/up.sh
 # shellcheck disable=SC1091
@@ -75,5 +88,21 @@ for _ in $(seq 40); do
   [ "$pending" = 0 ] && break
 done
 k wait --for=condition=Ready imagecopy --all --timeout=120s
-echo
-echo "demo: done; stopping everything. ('make up' starts the same set in the background to explore.)"
+calls=$(admin calls | python3 -c 'import json,sys; print(", ".join(f"{k} {v}" for k, v in sorted(json.load(sys.stdin)["counts"].items())))')
+cat <<EOF
+
+== what happened
+- A real kube-apiserver, the ECS emulator and the operator ran on 127.0.0.1.
+- Each ImageCopy became one CopyImage in ECS; its status showed phase and progress until Ready, and
+  the second copy to Shanghai waited in ECS's queue (phase Queued) while the first one ran.
+- Deleting cancel-me mid-copy ran its finalizer: CancelCopyImage in ECS, the half-made image gone,
+  then the object went away (the events above).
+- ECS calls the emulator answered: $calls
+
+== explore further
+  make up                                     # the same set in the background
+  set -a; . .dev/env; set +a                  # KUBECONFIG, KUBECTL, ECS_ENDPOINT
+  \$KUBECTL apply -f examples/ && \$KUBECTL get imgcp -w
+  curl -s \$ECS_ENDPOINT/_emulator/images      # the emulator's view of ECS
+  make down                                   # stop it all
+EOF
