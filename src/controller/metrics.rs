@@ -1,4 +1,4 @@
-//! Prometheus metrics (SPEC §8), served on `/metrics`.
+//! Prometheus metrics, served on `/metrics` (README lists them).
 
 use std::collections::HashMap;
 use std::sync::Mutex;

@@ -46,7 +46,7 @@ impl Credentials {
         self
     }
 
-    /// From the data of a Kubernetes Secret (SPEC §4: `accessKeyId`, `accessKeySecret`, optional
+    /// From the data of a Kubernetes Secret (`accessKeyId`, `accessKeySecret`, optional
     /// `securityToken`). Surrounding whitespace is dropped: `echo` adds a newline to files
     /// turned into Secrets. Errors name the missing key, never a value.
     pub fn from_secret_data(lookup: impl Fn(&str) -> Option<Vec<u8>>) -> Result<Self, EcsError> {
@@ -133,7 +133,7 @@ impl CredentialsProvider {
         )))))
     }
 
-    /// The standard chain over the process environment (SPEC §6).
+    /// The standard chain over the process environment: access key variables, else RRSA.
     pub fn from_env() -> Result<Self, EcsError> {
         Self::from_env_map(|name| std::env::var(name).ok())
     }

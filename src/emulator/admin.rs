@@ -1,4 +1,4 @@
-//! The unsigned admin API under `/_emulator/` (SPEC §5) for tests, benchmarks and the demo:
+//! The unsigned admin API under `/_emulator/` (`docs/emulator.md`) for tests, benchmarks and the demo:
 //! call counts, the images as the emulator sees them, seeding and out-of-band deletion, fault
 //! injection and short-lived STS credentials.
 

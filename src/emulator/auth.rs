@@ -1,5 +1,5 @@
 //! Request authentication exactly as the gateway does it for official SDK traffic
-//! (`notes/ecs-api.md` §1.4–1.8): V1 (`Signature` parameter, HMAC-SHA1) and V3
+//! (Alibaba Cloud's V1 and V3 signature documentation): V1 (`Signature` parameter, HMAC-SHA1) and V3
 //! (`Authorization: ACS3-HMAC-SHA256 …`), timestamps, nonces, and STS security tokens issued by
 //! this emulator. Canonicalisation is shared with the client in [`crate::ecs::sign`].
 

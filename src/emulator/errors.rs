@@ -1,6 +1,7 @@
 //! ECS/STS API errors as the real gateway reports them: an HTTP status plus the
 //! `{"RequestId","HostId","Code","Message","Recommend"}` body. Codes, statuses and messages are
-//! the documented ones (`seeds/` and `notes/ecs-api.md` §2), so clients can be tested against
+//! the documented ones (the ECS API reference of each operation; the table is in
+//! `docs/emulator.md`), so clients can be tested against
 //! exactly what production would send.
 
 use axum::http::StatusCode;

@@ -1,5 +1,6 @@
 //! CopyImage, CancelCopyImage, DescribeImages and DeleteImage with the documented validation
-//! order and error codes (`seeds/` CopyImage and CancelCopyImage, `notes/ecs-api.md` §3.1–3.5).
+//! order and error codes of the ECS API reference (CopyImage, CancelCopyImage, DescribeImages,
+//! DeleteImage).
 
 use axum::http::StatusCode;
 use serde_json::{Value, json};

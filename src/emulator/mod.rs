@@ -1,6 +1,6 @@
 //! An offline emulator of the Alibaba Cloud ECS OpenAPI (2014-05-26) subset the operator uses,
 //! plus STS `AssumeRoleWithOIDC`, faithful enough that the official SDKs run against it
-//! (SPEC §5). It verifies real signatures, answers with the real JSON shapes and error codes,
+//! (`docs/emulator.md`). It verifies real signatures, answers with the real JSON shapes and error codes,
 //! and simulates per-region copy queues and import/export tasks in computed (not slept) time.
 //!
 //! This module must not depend on controller code; it shares only the signature primitives in
@@ -33,7 +33,7 @@ use self::auth::{KeyStore, NonceCache};
 use self::http::{App, Shared};
 use self::state::{ImageStatus, SeedImage, Timing, World};
 
-/// Flags of `ecs-image-operator emulator` (SPEC §3).
+/// Flags of `ecs-image-operator emulator` (README, "The binary").
 #[derive(Debug, Clone, clap::Args)]
 pub struct EmulatorArgs {
     /// Address to listen on; port 0 picks a free port (the chosen one is printed).

@@ -1,6 +1,6 @@
 //! STS `AssumeRoleWithOIDC` (API 2015-04-01), the RRSA exchange: an anonymous call trading an
 //! OIDC token for temporary credentials that the ECS endpoint then accepts with their security
-//! token until they expire (`notes/ecs-api.md` §4).
+//! token until they expire (STS API reference, AssumeRoleWithOIDC).
 
 use chrono::TimeDelta;
 use serde_json::json;

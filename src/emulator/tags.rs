@@ -1,4 +1,4 @@
-//! TagResources and ListTagResources for `ResourceType=image` (`notes/ecs-api.md` §3.12).
+//! TagResources and ListTagResources for `ResourceType=image`.
 //! Other resource types are valid in ECS but the emulated account owns none of them.
 
 use axum::http::StatusCode;

@@ -1,5 +1,5 @@
 //! ImportImage, ExportImage, DescribeTasks, DescribeTaskAttribute and CancelTask
-//! (`notes/ecs-api.md` §3.6–3.10, `seeds/` CancelTask for the cancel error codes).
+//! (the ECS API reference of each; CancelTask's documented error codes for the cancel path).
 
 use axum::http::StatusCode;
 use serde_json::{Value, json};
