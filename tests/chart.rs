@@ -18,13 +18,11 @@ use std::time::{Duration, Instant};
 use ecs_image_operator::api::ImageCopy;
 use ecs_image_operator::api::image_copy::CopyPhase;
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Secret, ServiceAccount};
 use k8s_openapi::api::rbac::v1::{ClusterRole, Role};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Api, DeleteParams, PostParams};
-use kube::config::{AuthInfo, Kubeconfig};
 use kube::{Client, ResourceExt};
 use serde_json::json;
 use support::stage::{image_id, is_ready, manifest, phase, status_json};
@@ -216,41 +214,6 @@ async fn rendered_command(client: &Client, pod_name: &str) -> RenderedCommand {
     RenderedCommand { args, env }
 }
 
-/// A kubeconfig for the test apiserver that authenticates as the release's ServiceAccount.
-async fn service_account_kubeconfig(client: &Client, dir: &Path) -> PathBuf {
-    let accounts: Api<ServiceAccount> = Api::namespaced(client.clone(), RELEASE_NAMESPACE);
-    let token = accounts
-        .create_token_request(
-            FULLNAME,
-            &PostParams::default(),
-            &TokenRequest {
-                spec: TokenRequestSpec {
-                    audiences: vec![],
-                    expiration_seconds: Some(3600),
-                    ..Default::default()
-                },
-                ..Default::default()
-            },
-        )
-        .await
-        .expect("TokenRequest for the chart's ServiceAccount")
-        .status
-        .expect("token status")
-        .token;
-    let mut config =
-        Kubeconfig::read_from(&support::apiserver().kubeconfig).expect("admin kubeconfig");
-    for named in &mut config.auth_infos {
-        named.auth_info = Some(AuthInfo {
-            token: Some(token.clone().into()),
-            ..Default::default()
-        });
-    }
-    let path = dir.join("service-account-kubeconfig");
-    std::fs::write(&path, serde_yaml::to_string(&config).expect("kubeconfig"))
-        .expect("write kubeconfig");
-    path
-}
-
 /// `ecs-image-operator` run with exactly the rendered args and env (nothing of this process's
 /// environment but PATH), logging to a file the test reads.
 struct ChartOperator {
@@ -409,7 +372,8 @@ async fn chart_installs_runs_the_operator_upgrades_and_uninstalls() {
     .await;
 
     // A copy and a cancel, by the binary with the Deployment's args and env, as its ServiceAccount.
-    let kubeconfig = service_account_kubeconfig(&client, dir.path()).await;
+    let kubeconfig =
+        support::service_account_kubeconfig(&client, RELEASE_NAMESPACE, FULLNAME, dir.path()).await;
     let command = rendered_command(&client, "imageops-pod-1").await;
     let namespace = support::fresh_namespace(&client, "chart-copies").await;
     create_secret(&client, &namespace, "ecs-credentials").await;

@@ -9,12 +9,10 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use ecs_image_operator::api::ImageCopy;
-use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::{Namespace, ServiceAccount};
+use k8s_openapi::api::core::v1::Namespace;
 use k8s_openapi::api::events::v1::Event;
 use kube::api::{Api, ListParams, PostParams};
-use kube::config::{AuthInfo, Kubeconfig};
 use serde_json::json;
 use support::stage::{image_copy_with, true_reason, wait_for, wait_gone, wait_ready};
 
@@ -29,24 +27,6 @@ fn kubectl(kubeconfig: &Path, args: &[&str]) {
         "kubectl {args:?} failed: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-}
-
-/// A kubeconfig for the same server that authenticates with a ServiceAccount token.
-fn token_kubeconfig(admin: &Path, token: &str, dir: &Path) -> std::path::PathBuf {
-    let mut config = Kubeconfig::read_from(admin).expect("admin kubeconfig");
-    for named in &mut config.auth_infos {
-        named.auth_info = Some(AuthInfo {
-            token: Some(token.to_string().into()),
-            ..Default::default()
-        });
-    }
-    let path = dir.join("operator-kubeconfig");
-    std::fs::write(
-        &path,
-        serde_yaml::to_string(&config).expect("serialize kubeconfig"),
-    )
-    .expect("write kubeconfig");
-    path
 }
 
 #[tokio::test]
@@ -81,27 +61,14 @@ async fn operator_works_with_only_the_rbac_of_deploy_rbac_yaml() {
                 .to_string(),
         ],
     );
-    let accounts: Api<ServiceAccount> = Api::namespaced(client.clone(), "ecs-image-operator");
-    let token = accounts
-        .create_token_request(
-            "ecs-image-operator",
-            &PostParams::default(),
-            &TokenRequest {
-                spec: TokenRequestSpec {
-                    audiences: vec![],
-                    expiration_seconds: Some(3600),
-                    ..Default::default()
-                },
-                ..Default::default()
-            },
-        )
-        .await
-        .expect("TokenRequest for the operator's ServiceAccount")
-        .status
-        .expect("token status")
-        .token;
     let dir = tempfile::tempdir().expect("temp dir");
-    let kubeconfig = token_kubeconfig(&apiserver.kubeconfig, &token, dir.path());
+    let kubeconfig = support::service_account_kubeconfig(
+        &client,
+        "ecs-image-operator",
+        "ecs-image-operator",
+        dir.path(),
+    )
+    .await;
 
     let ns = support::fresh_namespace(&client, "rbac").await;
     let emulator = support::Emulator::start(&["--copy-seconds", "2"]).await;

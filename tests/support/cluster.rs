@@ -10,10 +10,11 @@ use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::Namespace;
+use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
+use k8s_openapi::api::core::v1::{Namespace, ServiceAccount};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Api, Patch, PatchParams, PostParams};
-use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::config::{AuthInfo, KubeConfigOptions, Kubeconfig};
 use kube::runtime::wait::{await_condition, conditions};
 use kube::{Client, Config};
 
@@ -148,4 +149,45 @@ pub async fn fresh_namespace(client: &Client, prefix: &str) -> String {
 
 pub fn path_str(p: &Path) -> String {
     p.display().to_string()
+}
+
+/// A kubeconfig for the test apiserver that authenticates as ServiceAccount `namespace/name`
+/// with a fresh token (TokenRequest), written into `dir`: so a process runs with exactly the
+/// RBAC that account has.
+pub async fn service_account_kubeconfig(
+    client: &Client,
+    namespace: &str,
+    name: &str,
+    dir: &Path,
+) -> PathBuf {
+    let accounts: Api<ServiceAccount> = Api::namespaced(client.clone(), namespace);
+    let token = accounts
+        .create_token_request(
+            name,
+            &PostParams::default(),
+            &TokenRequest {
+                spec: TokenRequestSpec {
+                    audiences: vec![],
+                    expiration_seconds: Some(3600),
+                    ..Default::default()
+                },
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap_or_else(|e| panic!("TokenRequest for ServiceAccount {namespace}/{name}: {e}"))
+        .status
+        .expect("token status")
+        .token;
+    let mut config = Kubeconfig::read_from(&apiserver().kubeconfig).expect("admin kubeconfig");
+    for named in &mut config.auth_infos {
+        named.auth_info = Some(AuthInfo {
+            token: Some(token.clone().into()),
+            ..Default::default()
+        });
+    }
+    let path = dir.join(format!("{name}-kubeconfig"));
+    std::fs::write(&path, serde_yaml::to_string(&config).expect("kubeconfig"))
+        .expect("write kubeconfig");
+    path
 }
