@@ -304,22 +304,7 @@ async fn sts_redirects_are_not_followed_and_the_oidc_token_stays_home() {
     ])
     .await;
     let token_file = tempfile::NamedTempFile::new().expect("token file");
-    std::fs::write(token_file.path(), "oidc-token-value").expect("write token");
-    let env: BTreeMap<&str, String> = [
-        ("ALIBABA_CLOUD_ROLE_ARN", "acs:ram::1:role/r".to_string()),
-        (
-            "ALIBABA_CLOUD_OIDC_PROVIDER_ARN",
-            "acs:ram::1:oidc-provider/p".to_string(),
-        ),
-        (
-            "ALIBABA_CLOUD_OIDC_TOKEN_FILE",
-            token_file.path().display().to_string(),
-        ),
-        ("ALIBABA_CLOUD_STS_ENDPOINT", redirecting.url().to_string()),
-    ]
-    .into();
-    let provider = CredentialsProvider::from_env_map(|name| env.get(name).cloned())
-        .expect("RRSA configuration");
+    let provider = rrsa_provider(&token_file, redirecting.url().as_ref());
     let err = provider
         .credentials()
         .await
@@ -414,22 +399,7 @@ async fn an_announced_oversized_answer_is_refused_before_reading() {
 async fn an_endless_sts_answer_is_cut_off_at_its_smaller_limit() {
     let (endpoint, _sent) = endless_body_endpoint(false).await;
     let token_file = tempfile::NamedTempFile::new().expect("token file");
-    std::fs::write(token_file.path(), "oidc-token-value").expect("write token");
-    let env: BTreeMap<&str, String> = [
-        ("ALIBABA_CLOUD_ROLE_ARN", "acs:ram::1:role/r".to_string()),
-        (
-            "ALIBABA_CLOUD_OIDC_PROVIDER_ARN",
-            "acs:ram::1:oidc-provider/p".to_string(),
-        ),
-        (
-            "ALIBABA_CLOUD_OIDC_TOKEN_FILE",
-            token_file.path().display().to_string(),
-        ),
-        ("ALIBABA_CLOUD_STS_ENDPOINT", endpoint.to_string()),
-    ]
-    .into();
-    let provider = CredentialsProvider::from_env_map(|name| env.get(name).cloned())
-        .expect("RRSA configuration");
+    let provider = rrsa_provider(&token_file, endpoint.as_ref());
     let err = provider
         .credentials()
         .await
@@ -745,4 +715,24 @@ async fn a_secret_reference_resolves_only_in_the_objects_namespace() {
     // The same Secret in the object's own namespace is used at the next retry.
     create_secret(&kube, &namespace, "creds", &valid).await;
     wait_ready(&api, "scoped", WAIT).await;
+}
+
+/// An RRSA credentials provider (as the environment would configure it) whose STS is
+/// `sts_endpoint` and whose OIDC token is written into `token_file`.
+fn rrsa_provider(token_file: &tempfile::NamedTempFile, sts_endpoint: &str) -> CredentialsProvider {
+    std::fs::write(token_file.path(), "oidc-token-value").expect("write token");
+    let env: BTreeMap<&str, String> = [
+        ("ALIBABA_CLOUD_ROLE_ARN", "acs:ram::1:role/r".to_string()),
+        (
+            "ALIBABA_CLOUD_OIDC_PROVIDER_ARN",
+            "acs:ram::1:oidc-provider/p".to_string(),
+        ),
+        (
+            "ALIBABA_CLOUD_OIDC_TOKEN_FILE",
+            token_file.path().display().to_string(),
+        ),
+        ("ALIBABA_CLOUD_STS_ENDPOINT", sts_endpoint.to_string()),
+    ]
+    .into();
+    CredentialsProvider::from_env_map(|name| env.get(name).cloned()).expect("RRSA configuration")
 }
