@@ -35,6 +35,11 @@ const FULLNAME: &str = "imageops-ecs-image-operator";
 const OPERATOR_SECRET: &str = "ecs-keys";
 const TIMEOUT: Duration = Duration::from_secs(60);
 
+/// Both tests touch the chart's cluster-scoped objects (the CRD, the ClusterRole and its
+/// binding): a server-side dry run that reads "absent" and then creates races a real install
+/// that creates the same object in between, so the tests take turns.
+static CLUSTER_SCOPED_OBJECTS: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 fn helm_bin() -> &'static Path {
     static HELM: OnceLock<PathBuf> = OnceLock::new();
     HELM.get_or_init(|| {
@@ -122,6 +127,7 @@ fn test_values(ecs_endpoint: &str) -> Vec<String> {
 
 #[tokio::test]
 async fn rendered_chart_passes_strict_server_side_validation() {
+    let _turn = CLUSTER_SCOPED_OBJECTS.lock().await;
     let client = support::apiserver().client().await;
     let namespace = support::fresh_namespace(&client, "dry-run").await;
     let watched = support::fresh_namespace(&client, "dry-run-watched").await;
@@ -344,6 +350,7 @@ async fn create_secret(client: &Client, namespace: &str, name: &str) {
 
 #[tokio::test]
 async fn chart_installs_runs_the_operator_upgrades_and_uninstalls() {
+    let _turn = CLUSTER_SCOPED_OBJECTS.lock().await;
     let client = support::apiserver().client().await;
     let emulator = support::Emulator::start(&["--copy-seconds", "4"]).await;
     let dir = tempfile::tempdir().expect("temp dir");
