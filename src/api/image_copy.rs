@@ -6,6 +6,9 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::{CustomResource, KubeSchema};
 use serde::{Deserialize, Serialize};
 
+pub use super::common::{DeletionPolicy, SecretReference};
+use super::common::{IMAGE_ID_PATTERN, IMAGE_NAME_PATTERN, REGION_ID_PATTERN, tags_schema};
+
 /// Copies a custom ECS image to another region (`CopyImage`), follows the copy until the
 /// destination image is Available, and on delete cancels a copy in flight or applies
 /// `deletionPolicy` to the finished image.
@@ -43,15 +46,15 @@ use serde::{Deserialize, Serialize};
 )]
 pub struct ImageCopySpec {
     /// Region of the source image, e.g. `cn-hangzhou`.
-    #[schemars(length(min = 2, max = 64), regex(pattern = r"^[a-z]+(-[a-z0-9]+)+$"))]
+    #[schemars(length(min = 2, max = 64), regex(pattern = REGION_ID_PATTERN))]
     pub source_region_id: String,
 
     /// ID of the source custom image (`m-...`); it must be Available.
-    #[schemars(length(min = 3, max = 64), regex(pattern = r"^m-[0-9a-z]+$"))]
+    #[schemars(length(min = 3, max = 64), regex(pattern = IMAGE_ID_PATTERN))]
     pub source_image_id: String,
 
     /// Region to copy the image to; must differ from `sourceRegionId`.
-    #[schemars(length(min = 2, max = 64), regex(pattern = r"^[a-z]+(-[a-z0-9]+)+$"))]
+    #[schemars(length(min = 2, max = 64), regex(pattern = REGION_ID_PATTERN))]
     pub destination_region_id: String,
 
     /// Name of the new image: 2-128 characters, starting with a letter or Chinese character;
@@ -60,7 +63,7 @@ pub struct ImageCopySpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(
         length(min = 2, max = 128),
-        regex(pattern = r"^[a-zA-Z\p{Han}][a-zA-Z0-9\p{Han}.:_-]*$")
+        regex(pattern = IMAGE_NAME_PATTERN)
     )]
     #[x_kube(
         validation = Rule::new("!self.startsWith('aliyun') && !self.startsWith('acs:')").message("spec.destinationImageName must not start with aliyun or acs:"),
@@ -93,22 +96,7 @@ pub struct ImageCopySpec {
     /// operator's own `imageops.dev/`, no `http://` or `https://`. Values: up to 128 characters
     /// (empty allowed), not starting with `acs:`, no `http://` or `https://`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(extend(
-        "maxProperties" = 18,
-        "additionalProperties" = {
-            "type": "string",
-            "maxLength": 128,
-            "x-kubernetes-validations": [
-                {"rule": "!self.startsWith('acs:')", "message": "spec.tags values must not start with acs:"},
-                {"rule": "!self.contains('http://') && !self.contains('https://')", "message": "spec.tags values must not contain http:// or https://"}
-            ]
-        }
-    ))]
-    #[x_kube(
-        validation = Rule::new("self.all(k, size(k) >= 1 && size(k) <= 128)").message("spec.tags keys must be 1-128 characters"),
-        validation = Rule::new("self.all(k, !k.startsWith('aliyun') && !k.startsWith('acs:') && !k.startsWith('imageops.dev/'))").message("spec.tags keys must not start with aliyun, acs: or imageops.dev/"),
-        validation = Rule::new("self.all(k, !k.contains('http://') && !k.contains('https://'))").message("spec.tags keys must not contain http:// or https://")
-    )]
+    #[schemars(schema_with = "tags_schema")]
     pub tags: Option<BTreeMap<String, String>>,
 
     /// What happens to a finished copy when this object is deleted: `Delete` (default) deletes
@@ -120,26 +108,6 @@ pub struct ImageCopySpec {
     /// `securityToken`; without it the operator's own credentials are used.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub credentials_secret_ref: Option<SecretReference>,
-}
-
-#[derive(
-    Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, schemars::JsonSchema,
-)]
-pub enum DeletionPolicy {
-    #[default]
-    Delete,
-    Retain,
-}
-
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, schemars::JsonSchema)]
-pub struct SecretReference {
-    /// Name of the Secret: a DNS subdomain (lowercase letters, digits, `-` and `.`, at most 253
-    /// characters), as Kubernetes requires of Secret names.
-    #[schemars(
-        length(min = 1, max = 253),
-        regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
-    )]
-    pub name: String,
 }
 
 /// Observed state of an `ImageCopy`.

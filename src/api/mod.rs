@@ -1,12 +1,17 @@
 //! Custom resource types of the `imageops.dev/v1alpha1` API. Types only: behaviour lives in
 //! `crate::controller`.
 
+pub mod common;
 pub mod image_copy;
+pub mod image_export;
+pub mod image_import;
 
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::CustomResourceExt;
 
 pub use image_copy::{ImageCopy, ImageCopySpec, ImageCopyStatus};
+pub use image_export::{ImageExport, ImageExportSpec, ImageExportStatus};
+pub use image_import::{ImageImport, ImageImportSpec, ImageImportStatus};
 
 pub const GROUP: &str = "imageops.dev";
 /// Finalizer that holds an object until its cloud resources were cancelled, deleted or retained.
@@ -18,7 +23,7 @@ pub const OWNER_TAG: &str = "imageops.dev/owner";
 
 /// Every CRD this operator serves, in the order `ecs-image-operator crd` prints them.
 pub fn crds() -> Vec<CustomResourceDefinition> {
-    vec![ImageCopy::crd()]
+    vec![ImageCopy::crd(), ImageImport::crd(), ImageExport::crd()]
 }
 
 /// All CRDs as one YAML stream (documents separated by `---`).
