@@ -48,10 +48,10 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- define "ecs-image-operator.watchRules" -}}
 # Watch the objects, add/remove the finalizer, write status.
 - apiGroups: ["imageops.dev"]
-  resources: ["imagecopies"]
+  resources: ["imagecopies", "imageimports", "imageexports"]
   verbs: ["get", "list", "watch", "patch", "update"]
 - apiGroups: ["imageops.dev"]
-  resources: ["imagecopies/status"]
+  resources: ["imagecopies/status", "imageimports/status", "imageexports/status"]
   verbs: ["get", "patch", "update"]
 # Only the Secret an object names in spec.credentialsSecretRef, read by name.
 - apiGroups: [""]
