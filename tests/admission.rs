@@ -1385,6 +1385,67 @@ async fn admits_exactly(kind: &Kind, rows: Vec<Row>) {
     );
 }
 
+/// The manifests in examples/ are valid under strict field validation, and `kubectl get
+/// ecs-images` (the category) and the short names show every kind.
+#[tokio::test]
+async fn examples_are_admitted_and_every_kind_is_listed_under_ecs_images() {
+    let client = support::apiserver().client().await;
+    support::install_crds(&client).await;
+    let namespace = support::fresh_namespace(&client, "examples").await;
+    let examples = concat!(env!("CARGO_MANIFEST_DIR"), "/examples");
+    kubectl_stdout(&[
+        "apply",
+        "--validate=strict",
+        "-n",
+        &namespace,
+        "-f",
+        examples,
+    ])
+    .await;
+
+    let listed = kubectl_stdout(&["get", "ecs-images", "-n", &namespace, "-o", "name"]).await;
+    let mut names: Vec<&str> = listed.lines().collect();
+    names.sort_unstable();
+    assert_eq!(
+        names,
+        [
+            "imagecopy.imageops.dev/golden-to-beijing",
+            "imagecopy.imageops.dev/golden-to-shanghai",
+            "imagecopy.imageops.dev/golden-to-singapore",
+            "imageexport.imageops.dev/golden-to-oss",
+            "imageimport.imageops.dev/golden-from-oss",
+        ],
+        "kubectl get ecs-images"
+    );
+    let by_short_names =
+        kubectl_stdout(&["get", "imgcp,imgimp,imgexp", "-n", &namespace, "-o", "name"]).await;
+    assert_eq!(
+        by_short_names.lines().count(),
+        names.len(),
+        "kubectl get imgcp,imgimp,imgexp:\n{by_short_names}"
+    );
+}
+
+/// `kubectl ARGS` against the test apiserver; its stdout, or a panic with its stderr.
+async fn kubectl_stdout(args: &[&str]) -> String {
+    let output = tokio::process::Command::new(support::kubectl_bin())
+        .arg(format!(
+            "--kubeconfig={}",
+            support::apiserver().kubeconfig.display()
+        ))
+        .args(args)
+        .output()
+        .await
+        .expect("run kubectl");
+    assert!(
+        output.status.success(),
+        "kubectl {}: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8(output.stdout).expect("kubectl prints UTF-8")
+}
+
 async fn send(
     client: &Client,
     api: &Api<DynamicObject>,
