@@ -579,6 +579,18 @@ impl World {
         self.tasks.get_mut(id)
     }
 
+    /// Whether the image is being created by an import still in flight (a failed import's
+    /// image is not: it can be deleted).
+    pub fn importing(&self, image_id: &str) -> bool {
+        self.images
+            .get(image_id)
+            .and_then(|image| match &image.origin {
+                Origin::Import { task_id } => self.tasks.get(task_id),
+                _ => None,
+            })
+            .is_some_and(|task| task.job.in_flight())
+    }
+
     /// The in-flight export of an image, if any (an image is exported by one task at a time).
     pub fn exporting(&self, image_id: &str) -> bool {
         self.tasks.values().any(|t| {
