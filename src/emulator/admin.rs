@@ -1,6 +1,6 @@
 //! The unsigned admin API under `/_emulator/` (`docs/emulator.md`) for tests, benchmarks and the demo:
-//! call counts, the images as the emulator sees them, seeding and out-of-band deletion, fault
-//! injection and short-lived STS credentials.
+//! call counts, the images and tasks as the emulator sees them, seeding (images and tasks of any
+//! documented action) and out-of-band deletion, fault injection and short-lived STS credentials.
 
 use std::collections::BTreeMap;
 
