@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 
 use ecs_image_operator::ecs::{
     Backoff, CallObserver, CopyImageRequest, Credentials, CredentialsProvider,
-    DescribeImagesRequest, EcsClient, EcsClientConfig, EcsError, ExportImageRequest, ImageStatus,
-    SignatureVersion, TaskStatus, sign,
+    DescribeImagesRequest, DescribeTasksRequest, EcsClient, EcsClientConfig, EcsError,
+    ExportImageRequest, ImageStatus, MAX_PAGES, SignatureVersion, TaskStatus, sign,
 };
 use serde_json::json;
 use support::{FakeServer, Recorded, Reply};
@@ -521,6 +521,144 @@ async fn describe_all_images_walks_every_page() {
         .map(|r| r.param("PageNumber"))
         .collect();
     assert_eq!(pages, [Some("1".into()), Some("2".into())]);
+}
+
+#[tokio::test]
+async fn describe_all_tasks_sends_every_filter_and_walks_every_page() {
+    let task = |id: &str, status: &str, finished: &str| {
+        json!({"TaskId": id, "TaskAction": "ImportImage", "TaskStatus": status,
+               "SupportCancel": (status == "Processing").to_string(), "ResourceId": format!("m-{id}"),
+               "CreationTime": "2026-01-01T10:00Z", "FinishedTime": finished})
+    };
+    let server = FakeServer::start(vec![
+        Reply::json(
+            200,
+            json!({"RequestId": "R1", "TotalCount": "3", "PageNumber": 1, "PageSize": 2,
+                   "TaskSet": {"Task": [task("t-1", "Processing", ""), task("t-2", "Failed", "2026-01-01T10:05Z")]}}),
+        ),
+        Reply::json(
+            200,
+            json!({"RequestId": "R2", "TotalCount": 3, "PageNumber": 2, "PageSize": 2,
+                   "TaskSet": {"Task": [task("t-3", "Finished", "2026-01-01T10:09Z")]}}),
+        ),
+    ])
+    .await;
+    let client = client_for(&server, SignatureVersion::V3, testid());
+    let tasks = client
+        .describe_all_tasks(&DescribeTasksRequest {
+            region: "cn-hangzhou".into(),
+            task_ids: vec!["t-1".into(), "t-2".into(), "t-3".into()],
+            resource_ids: vec!["m-t-1".into(), "m-t-3".into()],
+            task_action: Some("ImportImage".into()),
+            task_status: Some("Processing".into()),
+            page_size: Some(2),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    /// `(TaskId, TaskStatus, SupportCancel, ResourceId, FinishedTime)`.
+    type Seen<'a> = (
+        &'a str,
+        TaskStatus,
+        Option<bool>,
+        Option<&'a str>,
+        Option<&'a str>,
+    );
+    let seen: Vec<Seen<'_>> = tasks
+        .iter()
+        .map(|t| {
+            (
+                t.task_id.as_str(),
+                t.task_status.clone(),
+                t.support_cancel,
+                t.resource_id.as_deref(),
+                t.finished_time.as_deref(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            (
+                "t-1",
+                TaskStatus::Processing,
+                Some(true),
+                Some("m-t-1"),
+                Some("")
+            ),
+            (
+                "t-2",
+                TaskStatus::Failed,
+                Some(false),
+                Some("m-t-2"),
+                Some("2026-01-01T10:05Z")
+            ),
+            (
+                "t-3",
+                TaskStatus::Finished,
+                Some(false),
+                Some("m-t-3"),
+                Some("2026-01-01T10:09Z")
+            ),
+        ]
+    );
+    assert_eq!(tasks[0].creation_time.as_deref(), Some("2026-01-01T10:00Z"));
+    let requests = server.requests();
+    assert_eq!(requests.len(), 2);
+    for (request, page) in requests.iter().zip(["1", "2"]) {
+        assert_eq!(request.param("PageNumber").as_deref(), Some(page));
+        assert_eq!(request.param("PageSize").as_deref(), Some("2"));
+        assert_eq!(request.param("TaskIds").as_deref(), Some("t-1,t-2,t-3"));
+        assert_eq!(request.param("ResourceIds.1").as_deref(), Some("m-t-1"));
+        assert_eq!(request.param("ResourceIds.2").as_deref(), Some("m-t-3"));
+        assert_eq!(request.param("TaskAction").as_deref(), Some("ImportImage"));
+        assert_eq!(request.param("TaskStatus").as_deref(), Some("Processing"));
+    }
+}
+
+#[tokio::test]
+async fn describe_all_tasks_stops_at_an_empty_page_and_gives_up_on_endless_promises() {
+    let promising = |id: &str| {
+        Reply::json(
+            200,
+            json!({"RequestId": "R", "TotalCount": 1_000_000,
+                   "TaskSet": {"Task": [{"TaskId": id, "TaskStatus": "Processing"}]}}),
+        )
+    };
+    // TotalCount shrank under the walk: the empty page ends it with what was listed.
+    let server = FakeServer::start(vec![
+        promising("t-1"),
+        Reply::json(
+            200,
+            json!({"RequestId": "R", "TotalCount": 1_000_000, "TaskSet": {"Task": []}}),
+        ),
+    ])
+    .await;
+    let client = client_for(&server, SignatureVersion::V3, testid());
+    let request = DescribeTasksRequest {
+        region: "cn-hangzhou".into(),
+        ..Default::default()
+    };
+    let listed = client.describe_all_tasks(&request).await.unwrap();
+    assert_eq!(listed.len(), 1);
+    assert_eq!(
+        server.requests()[0].param("PageSize").as_deref(),
+        Some("100")
+    );
+
+    let endless = FakeServer::start(
+        (0..MAX_PAGES + 5)
+            .map(|n| promising(&format!("t-{n}")))
+            .collect(),
+    )
+    .await;
+    let client = client_for(&endless, SignatureVersion::V3, testid());
+    let error = client.describe_all_tasks(&request).await.unwrap_err();
+    assert!(
+        matches!(&error, EcsError::Decode { message, .. } if message.contains("DescribeTasks")),
+        "{error:?}"
+    );
+    assert_eq!(endless.requests().len(), MAX_PAGES as usize);
 }
 
 #[tokio::test]

@@ -12,7 +12,7 @@ use ecs_image_operator::ecs::{
     Backoff, CallObserver, CopyImageRequest, Credentials, CredentialsProvider,
     DescribeImagesRequest, DescribeTasksRequest, DiskDeviceMapping, EcsClient, EcsClientConfig,
     EcsError, ExportImageRequest, Image, ImageStatus, ImportImageRequest, ListTagResourcesRequest,
-    MAX_PAGE_SIZE, RrsaConfig, SignatureVersion, TaskAttribute, TaskStatus, sign,
+    MAX_PAGE_SIZE, RrsaConfig, SignatureVersion, TaskAttribute, TaskFailure, TaskStatus, sign,
 };
 use ecs_image_operator::emulator::{self, EmulatorConfig};
 use serde_json::{Value, json};
@@ -91,6 +91,7 @@ in_every_mode!(
     cancel_and_delete,
     describe_filters_and_paging,
     import_export_and_cancel_task,
+    task_failures_filters_and_paging,
     regions_and_tags,
     authentication,
     faults_and_retries,
@@ -1272,6 +1273,135 @@ async fn import_export_and_cancel_task(mode: Mode) {
         .await
         .expect("DescribeTasks of the region");
     assert_eq!(everything.total_count, 3);
+    s.finish().await;
+}
+
+/// A failing import as the client sees it (status, progress, the reason, its CreateFailed
+/// image), DescribeTasks filters and paging through `describe_all_tasks`, and CancelTask of a
+/// task kind it does not cancel.
+async fn task_failures_filters_and_paging(mode: Mode) {
+    let s = setup(mode).await;
+    s.emulator
+        .faults(json!({"failTasks": [{"action": "ImportImage", "count": 1}]}))
+        .await;
+    let import = ImportImageRequest {
+        region: SOURCE_REGION.into(),
+        disk_device_mappings: vec![DiskDeviceMapping {
+            oss_bucket: "images-bucket".into(),
+            oss_object: "disks/missing.raw".into(),
+            ..Default::default()
+        }],
+        ..Default::default()
+    };
+    let failing = s.client.import_image(&import).await.expect("ImportImage");
+    let healthy = s.client.import_image(&import).await.expect("ImportImage");
+    let by_resource = s
+        .client
+        .describe_all_tasks(&DescribeTasksRequest {
+            region: SOURCE_REGION.into(),
+            resource_ids: vec![failing.image_id.clone()],
+            ..Default::default()
+        })
+        .await
+        .expect("DescribeTasks by resource");
+    assert_eq!(by_resource.len(), 1, "{by_resource:?}");
+    assert_eq!(by_resource[0].task_id, failing.task_id);
+    assert_eq!(
+        by_resource[0].resource_id.as_deref(),
+        Some(failing.image_id.as_str())
+    );
+
+    let started = Instant::now();
+    let failed = loop {
+        let task = s.task(&failing.task_id).await;
+        if task.task_status.is_final() {
+            break task;
+        }
+        assert_eq!(task.failure(), None, "no reason before it fails");
+        assert!(started.elapsed() < DEADLINE, "{task:?}");
+        tokio::time::sleep(POLL).await;
+    };
+    assert_eq!(failed.task_status, TaskStatus::Failed);
+    assert_eq!(failed.progress_percent(), Some(50));
+    assert_eq!(failed.failed_count, 1);
+    assert_eq!(failed.support_cancel, Some(false));
+    let failure = failed.failure().expect("a failed task says why");
+    assert_eq!(failure.code, "ImportImage.OssObjectNotFound");
+    assert!(!failure.message.is_empty(), "{failure:?}");
+    let left = s
+        .client
+        .describe_images(&DescribeImagesRequest {
+            region: SOURCE_REGION.into(),
+            image_id: Some(failing.image_id.clone()),
+            status: vec![ImageStatus::CreateFailed],
+            ..Default::default()
+        })
+        .await
+        .expect("DescribeImages of the failed import's image");
+    assert_eq!(
+        left.images
+            .iter()
+            .map(|i| (i.image_id.as_str(), &i.status))
+            .collect::<Vec<_>>(),
+        [(failing.image_id.as_str(), &ImageStatus::CreateFailed)],
+        "a failed import leaves its image CreateFailed"
+    );
+    s.client
+        .delete_image(SOURCE_REGION, &failing.image_id, false)
+        .await
+        .expect("DeleteImage of a failed import's image");
+    let failed_tasks = s
+        .client
+        .describe_all_tasks(&DescribeTasksRequest {
+            region: SOURCE_REGION.into(),
+            task_status: Some("Failed".into()),
+            ..Default::default()
+        })
+        .await
+        .expect("DescribeTasks by status");
+    assert_eq!(
+        failed_tasks
+            .iter()
+            .map(|t| t.task_id.as_str())
+            .collect::<Vec<_>>(),
+        [failing.task_id.as_str()]
+    );
+
+    let redeploy = s
+        .emulator
+        .admin_post(
+            "tasks",
+            json!({"regionId": SOURCE_REGION, "taskAction": "RedeployInstance"}),
+        )
+        .await;
+    let redeploy = redeploy["taskId"].as_str().expect("seeded task id");
+    refused(
+        s.client.cancel_task(SOURCE_REGION, redeploy).await,
+        "InvalidTaskId.TaskActionNotSupport",
+        403,
+    );
+    // One task per page: describe_all_tasks walks all three pages.
+    let all = s
+        .client
+        .describe_all_tasks(&DescribeTasksRequest {
+            region: SOURCE_REGION.into(),
+            page_size: Some(1),
+            ..Default::default()
+        })
+        .await
+        .expect("every task, page by page");
+    let ids: BTreeSet<&str> = all.iter().map(|t| t.task_id.as_str()).collect();
+    assert_eq!(
+        ids,
+        BTreeSet::from([failing.task_id.as_str(), healthy.task_id.as_str(), redeploy])
+    );
+    assert_eq!(s.recorder.count("DescribeTasks"), 5, "1 + 1 + 3 pages");
+
+    s.follow_task(&healthy.task_id).await;
+    assert_eq!(
+        s.task(&healthy.task_id).await.failure(),
+        None::<TaskFailure>
+    );
     s.finish().await;
 }
 

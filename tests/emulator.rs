@@ -1751,3 +1751,496 @@ async fn hung_requests_outlast_a_client_timeout() {
     impatient.timeout = Some(Duration::from_millis(1000));
     assert_eq!(emu.try_send(impatient).await.unwrap().0, 200);
 }
+
+// --- import/export tasks: listing filters, progress, failures, CancelTask's refusals -------
+
+impl Emu {
+    /// Starts an import in cn-hangzhou; returns `(image id, task id)`.
+    async fn import(&self, extra: &[(&str, &str)]) -> (String, String) {
+        let mut params = vec![
+            ("RegionId", "cn-hangzhou"),
+            ("DiskDeviceMapping.1.OSSBucket", "bucket"),
+            ("DiskDeviceMapping.1.OSSObject", "disk.qcow2"),
+        ];
+        params.extend_from_slice(extra);
+        let body = self.ok("ImportImage", &params).await;
+        (
+            body["ImageId"].as_str().unwrap().to_string(),
+            body["TaskId"].as_str().unwrap().to_string(),
+        )
+    }
+
+    async fn export(&self, image_id: &str) -> String {
+        self.ok(
+            "ExportImage",
+            &[
+                ("RegionId", "cn-hangzhou"),
+                ("ImageId", image_id),
+                ("OSSBucket", "exports"),
+            ],
+        )
+        .await["TaskId"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    }
+
+    /// The task ids DescribeTasks lists in cn-hangzhou for `params`, and its TotalCount.
+    async fn task_ids(&self, params: &[(&str, &str)]) -> (Vec<String>, u64) {
+        let mut all = vec![("RegionId", "cn-hangzhou")];
+        all.extend_from_slice(params);
+        let body = self.ok("DescribeTasks", &all).await;
+        let ids = body["TaskSet"]["Task"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| t["TaskId"].as_str().unwrap().to_string())
+            .collect();
+        (ids, body["TotalCount"].as_u64().unwrap())
+    }
+
+    async fn task_attribute(&self, task_id: &str) -> Value {
+        self.ok(
+            "DescribeTaskAttribute",
+            &[("RegionId", "cn-hangzhou"), ("TaskId", task_id)],
+        )
+        .await
+    }
+
+    /// `POST /_emulator/tasks` that must be accepted; returns the seeded task's id.
+    async fn seed_task(&self, body: Value) -> String {
+        let (status, task) = self
+            .admin(reqwest::Method::POST, "tasks", Some(body.clone()))
+            .await;
+        assert_eq!(status, 201, "seed {body}: {task}");
+        task["taskId"].as_str().unwrap().to_string()
+    }
+
+    async fn wait_task_status(&self, task_id: &str, status: &str) -> Value {
+        for _ in 0..100 {
+            let attribute = self.task_attribute(task_id).await;
+            if attribute["TaskStatus"] == status {
+                return attribute;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("{task_id} never became {status}");
+    }
+}
+
+fn sorted(mut ids: Vec<String>) -> Vec<String> {
+    ids.sort();
+    ids
+}
+
+#[tokio::test]
+async fn describe_tasks_filters_by_id_resource_action_status_and_pages() {
+    let emu = start(config(30.0, 5)).await;
+    let (image_a, import_a) = emu.import(&[]).await;
+    let (_, import_b) = emu.import(&[]).await;
+    let (_, import_c) = emu.import(&[]).await;
+    let export = emu.export("m-demo0001").await;
+    let redeploy = emu
+        .seed_task(
+            json!({ "regionId": "cn-hangzhou", "taskAction": "RedeployInstance",
+                           "resourceId": "i-web1" }),
+        )
+        .await;
+    let finished = emu
+        .seed_task(
+            json!({ "regionId": "cn-hangzhou", "taskAction": "ExportImage",
+                           "taskStatus": "Finished", "resourceId": "m-demo0001" }),
+        )
+        .await;
+    // Another region's tasks never show.
+    emu.seed_task(json!({ "regionId": "cn-shanghai", "taskAction": "ImportImage" }))
+        .await;
+
+    let ids = format!("{import_a},{export}");
+    assert_eq!(
+        sorted(emu.task_ids(&[("TaskIds", &ids)]).await.0),
+        sorted(vec![import_a.clone(), export.clone()])
+    );
+    // ResourceIds as the official SDK sends them (ResourceIds.N) and comma-separated.
+    assert_eq!(
+        emu.task_ids(&[("ResourceIds.1", &image_a)]).await.0,
+        vec![import_a.clone()]
+    );
+    assert_eq!(
+        sorted(
+            emu.task_ids(&[("ResourceIds", "m-demo0001,i-web1")])
+                .await
+                .0
+        ),
+        sorted(vec![export.clone(), finished.clone(), redeploy.clone()])
+    );
+    assert_eq!(
+        sorted(emu.task_ids(&[("TaskAction", "ExportImage")]).await.0),
+        sorted(vec![export.clone(), finished.clone()])
+    );
+    assert_eq!(
+        emu.task_ids(&[("TaskStatus", "Finished")]).await.0,
+        vec![finished.clone()]
+    );
+    assert_eq!(
+        emu.task_ids(&[("TaskStatus", "Processing"), ("TaskAction", "ImportImage")])
+            .await
+            .1,
+        3
+    );
+    assert_eq!(emu.task_ids(&[("TaskStatus", "Failed")]).await.1, 0);
+    // "Other values do not take effect."
+    assert_eq!(emu.task_ids(&[("TaskStatus", "Paused")]).await.1, 6);
+
+    // Paging: PageSize at most 100, TotalCount counts every match.
+    let mut paged = Vec::new();
+    for page in ["1", "2", "3"] {
+        let (ids, total) = emu
+            .task_ids(&[("PageSize", "2"), ("PageNumber", page)])
+            .await;
+        assert_eq!(total, 6);
+        assert_eq!(ids.len(), 2);
+        paged.extend(ids);
+    }
+    assert_eq!(
+        sorted(paged),
+        sorted(vec![
+            import_a.clone(),
+            import_b,
+            import_c,
+            export.clone(),
+            redeploy,
+            finished
+        ])
+    );
+    assert_eq!(
+        emu.task_ids(&[("PageSize", "2"), ("PageNumber", "4")])
+            .await
+            .0,
+        Vec::<String>::new()
+    );
+
+    let listed = emu
+        .ok(
+            "DescribeTasks",
+            &[("RegionId", "cn-hangzhou"), ("TaskIds", &import_a)],
+        )
+        .await;
+    let task = &listed["TaskSet"]["Task"][0];
+    assert_eq!(task["TaskAction"], "ImportImage");
+    assert_eq!(task["TaskStatus"], "Processing");
+    assert_eq!(task["SupportCancel"], "true");
+    assert_eq!(task["ResourceId"], image_a.as_str());
+    assert_eq!(task["FinishedTime"], "");
+    let created = task["CreationTime"].as_str().unwrap();
+    assert!(
+        created.len() == 17 && created.ends_with('Z'),
+        "minute precision: {created}"
+    );
+
+    let many: Vec<String> = (0..101).map(|n| format!("t-{n}")).collect();
+    let many = many.join(",");
+    for bad in [
+        vec![("PageSize", "101")],
+        vec![("TaskIds", many.as_str())],
+        vec![("TaskAction", "CopyImage")],
+    ] {
+        let mut params = vec![("RegionId", "cn-hangzhou")];
+        params.extend(bad);
+        assert_eq!(
+            emu.fails("DescribeTasks", &params).await,
+            (400, "InvalidParameter".into())
+        );
+    }
+}
+
+#[tokio::test]
+async fn task_progress_rises_and_a_failed_task_says_why() {
+    let emu = start(config(1.2, 5)).await;
+    emu.faults(json!({ "failTasks": [
+        { "action": "ImportImage", "count": 1 },
+        { "action": "ExportImage", "errorCode": "ExportImage.RoleNotAuthorized",
+          "errorMsg": "The export role may not write to the bucket." }
+    ]}))
+    .await;
+    let (failing_image, failing) = emu.import(&[]).await;
+    let (image, import) = emu.import(&[]).await;
+
+    let first = emu.task_attribute(&import).await;
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let later = emu.task_attribute(&import).await;
+    let percent = |v: &Value| -> u32 {
+        v["TaskProcess"]
+            .as_str()
+            .unwrap()
+            .trim_end_matches('%')
+            .parse()
+            .unwrap()
+    };
+    assert!(
+        percent(&later) > percent(&first) && percent(&later) < 100,
+        "{} then {}",
+        first["TaskProcess"],
+        later["TaskProcess"]
+    );
+    assert_eq!(
+        later["OperationProgressSet"]["OperationProgress"][0]["ErrorCode"],
+        ""
+    );
+
+    // The failing import stops halfway, says why, and leaves its image CreateFailed.
+    let failed = emu.wait_task_status(&failing, "Failed").await;
+    assert_eq!(failed["TaskProcess"], "50%");
+    assert_eq!(failed["SupportCancel"], "false");
+    assert_eq!(failed["FailedCount"], 1);
+    assert_ne!(failed["FinishedTime"], "");
+    let operation = &failed["OperationProgressSet"]["OperationProgress"][0];
+    assert_eq!(operation["OperationStatus"], "Failed");
+    assert_eq!(operation["ErrorCode"], "ImportImage.OssObjectNotFound");
+    assert!(!operation["ErrorMsg"].as_str().unwrap().is_empty());
+    assert_eq!(
+        emu.image("cn-hangzhou", &failing_image).await.unwrap().0,
+        "CreateFailed"
+    );
+    assert_eq!(
+        emu.task_ids(&[("TaskStatus", "Failed")]).await.0,
+        vec![failing.clone()]
+    );
+    assert_eq!(
+        emu.fails(
+            "CancelTask",
+            &[("RegionId", "cn-hangzhou"), ("TaskId", &failing)]
+        )
+        .await,
+        (403, "InvalidTaskId.IncorrectTaskStatus".into())
+    );
+    // The failed import's image can be deleted like any finished one.
+    emu.ok(
+        "DeleteImage",
+        &[("RegionId", "cn-hangzhou"), ("ImageId", &failing_image)],
+    )
+    .await;
+    assert!(emu.image("cn-hangzhou", &failing_image).await.is_none());
+
+    // The rule counted down to nothing: the other import finishes.
+    let done = emu.wait_task_status(&import, "Finished").await;
+    assert_eq!(done["TaskProcess"], "100%");
+    assert_eq!(done["SuccessCount"], 1);
+    assert_eq!(
+        done["OperationProgressSet"]["OperationProgress"][0]["OperationStatus"],
+        "Success"
+    );
+    assert_eq!(
+        emu.image("cn-hangzhou", &image).await.unwrap().0,
+        "Available"
+    );
+
+    // A failed export names the rule's code; the image stays Available and exportable.
+    let export = emu.export(&image).await;
+    let failed = emu.wait_task_status(&export, "Failed").await;
+    let operation = &failed["OperationProgressSet"]["OperationProgress"][0];
+    assert_eq!(operation["ErrorCode"], "ExportImage.RoleNotAuthorized");
+    assert_eq!(
+        operation["ErrorMsg"],
+        "The export role may not write to the bucket."
+    );
+    assert_eq!(
+        emu.image("cn-hangzhou", &image).await.unwrap().0,
+        "Available"
+    );
+    let (_, tasks) = emu.admin(reqwest::Method::GET, "tasks", None).await;
+    let listed = tasks["tasks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["taskId"] == export.as_str())
+        .unwrap()
+        .clone();
+    assert_eq!(listed["taskStatus"], "Failed");
+    assert_eq!(listed["errorCode"], "ExportImage.RoleNotAuthorized");
+    emu.faults(json!({ "failTasks": [] })).await;
+    let again = emu.export(&image).await;
+    emu.wait_task_status(&again, "Finished").await;
+}
+
+#[tokio::test]
+async fn cancel_task_answers_each_documented_refusal() {
+    let emu = start(config(30.0, 5)).await;
+    let cancel = |id: String| {
+        let emu = &emu;
+        async move {
+            let (status, body) = emu
+                .send(req(
+                    "CancelTask",
+                    &[("RegionId", "cn-hangzhou"), ("TaskId", &id)],
+                ))
+                .await;
+            (status, body["Code"].clone(), body["Message"].clone())
+        }
+    };
+    let redeploy = emu
+        .seed_task(
+            json!({ "regionId": "cn-hangzhou", "taskAction": "RedeployInstance",
+                           "taskStatus": "Processing", "progress": 40 }),
+        )
+        .await;
+    assert_eq!(
+        cancel(redeploy.clone()).await,
+        (
+            403,
+            json!("InvalidTaskId.TaskActionNotSupport"),
+            json!("The specified task action not support.")
+        )
+    );
+    let attribute = emu.task_attribute(&redeploy).await;
+    assert_eq!(
+        (
+            &attribute["TaskStatus"],
+            &attribute["TaskProcess"],
+            &attribute["SupportCancel"]
+        ),
+        (&json!("Processing"), &json!("40%"), &json!("false"))
+    );
+    for status in ["Finished", "Failed", "Deleted"] {
+        let done = emu
+            .seed_task(
+                json!({ "regionId": "cn-hangzhou", "taskAction": "ImportImage",
+                               "taskStatus": status }),
+            )
+            .await;
+        assert_eq!(
+            cancel(done).await,
+            (
+                403,
+                json!("InvalidTaskId.IncorrectTaskStatus"),
+                json!("The specified task status is not invalid.")
+            ),
+            "{status}"
+        );
+    }
+    assert_eq!(
+        cancel("t-absent".into()).await,
+        (
+            400,
+            json!("InvalidTaskId.NotFound"),
+            json!("The specified \"TaskId\" is not found.")
+        )
+    );
+    // A task of another region is not found in this one.
+    let elsewhere = emu
+        .seed_task(json!({ "regionId": "cn-shanghai", "taskAction": "ImportImage" }))
+        .await;
+    assert_eq!(cancel(elsewhere).await.1, json!("InvalidTaskId.NotFound"));
+
+    let (image, import) = emu.import(&[]).await;
+    emu.faults(json!({ "cancelTaskFailed": true })).await;
+    assert_eq!(
+        cancel(import.clone()).await,
+        (
+            403,
+            json!("CancelTaskFailed"),
+            json!("The task is failed to cancel, Please contact the administrator.")
+        )
+    );
+    assert_eq!(
+        emu.task_attribute(&import).await["TaskStatus"],
+        "Processing"
+    );
+    emu.faults(json!({ "cancelTaskFailed": false })).await;
+    assert_eq!(cancel(import.clone()).await.0, 200);
+    assert_eq!(emu.task_attribute(&import).await["TaskStatus"], "Deleted");
+    assert!(
+        emu.image("cn-hangzhou", &image).await.is_none(),
+        "the half-imported image is removed"
+    );
+
+    // The admin listing shows every task as the API does.
+    let (_, tasks) = emu.admin(reqwest::Method::GET, "tasks", None).await;
+    let listed = tasks["tasks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["taskId"] == redeploy.as_str())
+        .unwrap()
+        .clone();
+    assert_eq!(
+        listed,
+        json!({ "regionId": "cn-hangzhou", "taskId": redeploy, "taskAction": "RedeployInstance",
+                "taskStatus": "Processing", "resourceId": "", "progress": "40%",
+                "errorCode": null, "errorMsg": null })
+    );
+    for bad in [
+        json!({ "regionId": "mars-1", "taskAction": "ImportImage" }),
+        json!({ "regionId": "cn-hangzhou", "taskAction": "CopyImage" }),
+        json!({ "regionId": "cn-hangzhou", "taskAction": "ImportImage", "taskStatus": "Paused" }),
+        json!({ "regionId": "cn-hangzhou", "taskAction": "ImportImage", "progress": 101 }),
+        json!({ "regionId": "cn-hangzhou", "taskAction": "ImportImage", "colour": "red" }),
+    ] {
+        let (status, body) = emu
+            .admin(reqwest::Method::POST, "tasks", Some(bad.clone()))
+            .await;
+        assert_eq!(status, 400, "{bad}: {body}");
+        assert!(body["error"].is_string());
+    }
+}
+
+#[tokio::test]
+async fn an_image_is_exported_once_at_a_time_and_task_calls_are_logged() {
+    let emu = start(config(30.0, 5)).await;
+    let export = emu.export("m-demo0001").await;
+    let (status, body) = emu
+        .send(req(
+            "ExportImage",
+            &[
+                ("RegionId", "cn-hangzhou"),
+                ("ImageId", "m-demo0001"),
+                ("OSSBucket", "other"),
+            ],
+        ))
+        .await;
+    assert_eq!(
+        (status, body["Code"].as_str().unwrap()),
+        (403, "ImageIsExporting")
+    );
+    // Once the export is cancelled the image can be exported again.
+    emu.ok(
+        "CancelTask",
+        &[("RegionId", "cn-hangzhou"), ("TaskId", &export)],
+    )
+    .await;
+    emu.export("m-demo0001").await;
+    emu.import(&[("ClientToken", "uid-1")]).await;
+    emu.task_ids(&[]).await;
+    emu.task_attribute(&export).await;
+
+    let (_, calls) = emu.admin(reqwest::Method::GET, "calls", None).await;
+    assert_eq!(
+        calls["counts"],
+        json!({ "ExportImage": 3, "CancelTask": 1, "ImportImage": 1, "DescribeTasks": 1,
+                "DescribeTaskAttribute": 1 })
+    );
+    let logged: Vec<(String, String, String)> = calls["calls"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| {
+            (
+                c["action"].as_str().unwrap().to_string(),
+                c["code"].as_str().unwrap().to_string(),
+                c["clientToken"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        logged[1],
+        (
+            "ExportImage".into(),
+            "ImageIsExporting".into(),
+            String::new()
+        )
+    );
+    assert_eq!(
+        logged[4],
+        ("ImportImage".into(), String::new(), "uid-1".into())
+    );
+}

@@ -27,6 +27,7 @@ pub use lenient::undecodable_items;
 pub use ops::{
     CopyImageRequest, DescribeImagesRequest, DescribeTasksRequest, DiskDeviceMapping,
     ExportImageRequest, ImportImageRequest, ListTagResourcesRequest, MAX_PAGE_SIZE, MAX_PAGES,
+    MAX_TASK_FILTER_IDS,
 };
 pub use request::{API_VERSION, SignatureVersion};
 pub use retry::Backoff;
@@ -34,5 +35,5 @@ pub use rrsa::{REFRESH_BEFORE_EXPIRY, RrsaConfig};
 pub use types::{
     CopyImageResponse, DescribeImagesResponse, DescribeTasksResponse, ExportImageResponse, Image,
     ImageStatus, ImportImageResponse, ListTagResourcesResponse, OperationProgress, Region,
-    RelatedItem, Tag, TagResource, Task, TaskAttribute, TaskStatus,
+    RelatedItem, Tag, TagResource, Task, TaskAttribute, TaskFailure, TaskStatus,
 };

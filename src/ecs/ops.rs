@@ -1,6 +1,8 @@
 //! Typed ECS operations on top of [`EcsClient::call`]: the request structs know their wire
 //! parameter names, the methods decode the answers into [`super::types`].
 
+use std::future::Future;
+
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
@@ -9,15 +11,19 @@ use super::error::EcsError;
 use super::types::{
     CopyImageResponse, DescribeImagesResponse, DescribeRegionsResponse, DescribeTasksResponse,
     ExportImageResponse, Image, ImageStatus, ImportImageResponse, ListTagResourcesResponse, Region,
-    TaskAttribute,
+    Task, TaskAttribute,
 };
 
 /// DescribeImages and DescribeTasks accept at most 100 results per page.
 pub const MAX_PAGE_SIZE: u32 = 100;
 
-/// Most pages one listing walks: 50 000 images at full pages, far above any account's image
-/// quota. A server that keeps promising more is wrong, and must not keep us calling forever.
+/// Most pages one listing walks: 50 000 images (or tasks) at full pages, far above any
+/// account's image quota. A server that keeps promising more is wrong, and must not keep us
+/// calling forever.
 pub const MAX_PAGES: u32 = 500;
+
+/// DescribeTasks takes at most this many `TaskIds`, and as many `ResourceIds`.
+pub const MAX_TASK_FILTER_IDS: usize = 100;
 
 /// Request parameters in wire form, in insertion order (signing sorts them).
 #[derive(Debug, Default)]
@@ -206,12 +212,18 @@ impl ExportImageRequest {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct DescribeTasksRequest {
     pub region: String,
-    /// At most 100, sent comma-separated.
+    /// At most [`MAX_TASK_FILTER_IDS`], sent comma-separated.
     pub task_ids: Vec<String>,
+    /// Tasks whose resource is one of these (for ImportImage the new image, for ExportImage the
+    /// exported one); at most [`MAX_TASK_FILTER_IDS`], sent as `ResourceIds.N` like the
+    /// official SDKs.
+    pub resource_ids: Vec<String>,
+    /// `ImportImage`, `ExportImage`, `RedeployInstance`, `ModifyDiskSpec`, `ArchiveSnapshot`.
     pub task_action: Option<String>,
     /// Only `Finished`, `Processing` and `Failed` filter anything.
     pub task_status: Option<String>,
     pub page_number: Option<u32>,
+    /// At most [`MAX_PAGE_SIZE`].
     pub page_size: Option<u32>,
 }
 
@@ -219,6 +231,7 @@ impl DescribeTasksRequest {
     fn params(&self) -> Params {
         let mut p = Params::region(&self.region);
         p.opt("TaskIds", Some(self.task_ids.join(",")));
+        p.list("ResourceIds", &self.resource_ids);
         p.opt("TaskAction", self.task_action.as_ref());
         p.opt("TaskStatus", self.task_status.as_ref());
         p.opt("PageNumber", self.page_number);
@@ -295,39 +308,16 @@ impl EcsClient {
         &self,
         request: &DescribeImagesRequest,
     ) -> Result<Vec<Image>, EcsError> {
-        let mut images = Vec::new();
-        for page_number in 1..=MAX_PAGES {
+        all_pages("DescribeImages", |page_number| async move {
             let page = DescribeImagesRequest {
                 page_number: Some(page_number),
                 page_size: Some(request.page_size.unwrap_or(MAX_PAGE_SIZE)),
                 ..request.clone()
             };
             let answer = self.describe_images(&page).await?;
-            let received = answer.images.len();
-            images.extend(answer.images);
-            if images.len() as u64 >= answer.total_count {
-                return Ok(images);
-            }
-            // An empty page ends the walk whatever TotalCount claims: it also shrinks while
-            // images are deleted between two pages, and asking again would loop on nothing.
-            if received == 0 {
-                tracing::debug!(
-                    page_number,
-                    total_count = answer.total_count,
-                    listed = images.len(),
-                    "DescribeImages page empty before TotalCount was reached; listing ends here"
-                );
-                return Ok(images);
-            }
-        }
-        Err(EcsError::Decode {
-            status: 200,
-            message: format!(
-                "DescribeImages still promised more images after {MAX_PAGES} pages ({} images); listing abandoned",
-                images.len()
-            ),
-            request_id: None,
+            Ok((answer.images, answer.total_count))
         })
+        .await
     }
 
     /// Deletes a custom image; ECS treats an image that does not exist as success.
@@ -381,6 +371,26 @@ impl EcsClient {
             .await
     }
 
+    /// Every page of a DescribeTasks query (page size [`MAX_PAGE_SIZE`] unless set), at most
+    /// [`MAX_PAGES`] of them: a listing still unfinished after that is an error.
+    pub async fn describe_all_tasks(
+        &self,
+        request: &DescribeTasksRequest,
+    ) -> Result<Vec<Task>, EcsError> {
+        all_pages("DescribeTasks", |page_number| async move {
+            let page = DescribeTasksRequest {
+                page_number: Some(page_number),
+                page_size: Some(request.page_size.unwrap_or(MAX_PAGE_SIZE)),
+                ..request.clone()
+            };
+            let answer = self.describe_tasks(&page).await?;
+            Ok((answer.tasks, answer.total_count))
+        })
+        .await
+    }
+
+    /// One task's details: progress ([`TaskAttribute::progress_percent`]) and, for a failed
+    /// task, why ([`TaskAttribute::failure`]).
     pub async fn describe_task_attribute(
         &self,
         region: &str,
@@ -391,7 +401,10 @@ impl EcsClient {
         self.call_typed(region, "DescribeTaskAttribute", p).await
     }
 
-    /// Cancels a running ImportImage/ExportImage task.
+    /// Cancels a running ImportImage/ExportImage task. ECS refuses with
+    /// `InvalidTaskId.NotFound` (400) for an unknown task, `InvalidTaskId.TaskActionNotSupport`
+    /// (403) for another kind of task, `InvalidTaskId.IncorrectTaskStatus` (403) for a task no
+    /// longer running, and `CancelTaskFailed` (403) when it cannot cancel it (`docs/ecs-tasks.md`).
     pub async fn cancel_task(&self, region: &str, task_id: &str) -> Result<(), EcsError> {
         let mut p = Params::region(region);
         p.set("TaskId", task_id);
@@ -428,6 +441,45 @@ impl EcsClient {
         self.call_typed(&request.region, "ListTagResources", request.params())
             .await
     }
+}
+
+/// Walks the pages of a listing: `fetch(n)` answers page `n`'s items and the listing's
+/// `TotalCount`. Stops when the count is reached or a page comes back empty; more than
+/// [`MAX_PAGES`] pages is an error.
+async fn all_pages<T, F, Fut>(action: &str, mut fetch: F) -> Result<Vec<T>, EcsError>
+where
+    F: FnMut(u32) -> Fut,
+    Fut: Future<Output = Result<(Vec<T>, u64), EcsError>>,
+{
+    let mut items = Vec::new();
+    for page_number in 1..=MAX_PAGES {
+        let (page, total_count) = fetch(page_number).await?;
+        let received = page.len();
+        items.extend(page);
+        if items.len() as u64 >= total_count {
+            return Ok(items);
+        }
+        // An empty page ends the walk whatever TotalCount claims: it also shrinks while items
+        // are deleted between two pages, and asking again would loop on nothing.
+        if received == 0 {
+            tracing::debug!(
+                action,
+                page_number,
+                total_count,
+                listed = items.len(),
+                "page empty before TotalCount was reached; listing ends here"
+            );
+            return Ok(items);
+        }
+    }
+    Err(EcsError::Decode {
+        status: 200,
+        message: format!(
+            "{action} still promised more items after {MAX_PAGES} pages ({} items); listing abandoned",
+            items.len()
+        ),
+        request_id: None,
+    })
 }
 
 fn decode<T: DeserializeOwned>(action: &str, value: Value) -> Result<T, EcsError> {
@@ -537,6 +589,29 @@ mod tests {
         let p = request.params();
         assert_eq!(get(&p, "DiskDeviceMapping.1.OSSObject"), Some("o.qcow2"));
         assert_eq!(get(&p, "DiskDeviceMapping.1.DiskImageSize"), Some("40"));
+    }
+
+    #[test]
+    fn describe_tasks_sends_every_filter() {
+        let request = DescribeTasksRequest {
+            region: "cn-hangzhou".into(),
+            task_ids: vec!["t-1".into(), "t-2".into()],
+            resource_ids: vec!["m-1".into(), "m-2".into()],
+            task_action: Some("ImportImage".into()),
+            task_status: Some("Failed".into()),
+            page_number: Some(2),
+            page_size: Some(100),
+        };
+        let p = request.params();
+        assert_eq!(get(&p, "TaskIds"), Some("t-1,t-2"));
+        assert_eq!(get(&p, "ResourceIds.1"), Some("m-1"));
+        assert_eq!(get(&p, "ResourceIds.2"), Some("m-2"));
+        assert_eq!(get(&p, "TaskAction"), Some("ImportImage"));
+        assert_eq!(get(&p, "TaskStatus"), Some("Failed"));
+        assert_eq!(get(&p, "PageNumber"), Some("2"));
+        assert_eq!(get(&p, "PageSize"), Some("100"));
+        let none = DescribeTasksRequest::default().params();
+        assert_eq!(none.0.len(), 1, "only RegionId: {:?}", none.0);
     }
 
     #[test]

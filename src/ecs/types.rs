@@ -70,7 +70,8 @@ string_enum!(
 );
 
 string_enum!(
-    /// `TaskStatus` of an import/export task.
+    /// `TaskStatus` of an import/export task. A cancelled task reads `Deleted` ("已取消" in
+    /// the API reference); `Cancelled` is kept for answers that spell it so.
     TaskStatus {
         Waiting = "Waiting",
         Processing = "Processing",
@@ -81,6 +82,17 @@ string_enum!(
         Cancelled = "Cancelled",
     }
 );
+
+impl TaskStatus {
+    /// The task has ended and will not change again: `Finished`, `Failed`, `Deleted` or
+    /// `Cancelled`. Anything else (including an unknown status) may still move.
+    pub fn is_final(&self) -> bool {
+        matches!(
+            self,
+            TaskStatus::Finished | TaskStatus::Failed | TaskStatus::Deleted | TaskStatus::Cancelled
+        )
+    }
+}
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
 pub struct Tag {
@@ -186,8 +198,11 @@ pub struct Task {
     /// Sent by ECS as the string `"true"`/`"false"`.
     #[serde(deserialize_with = "lenient::bool")]
     pub support_cancel: Option<bool>,
+    /// `yyyy-MM-ddTHH:mmZ` (minute precision).
     pub creation_time: Option<String>,
+    /// Empty or absent while the task runs.
     pub finished_time: Option<String>,
+    /// For ImportImage the new image, for ExportImage the exported image.
     pub resource_id: Option<String>,
 }
 
@@ -219,10 +234,14 @@ pub struct RelatedItem {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "PascalCase", default)]
 pub struct OperationProgress {
+    /// `Success`, `Failed`, …
     #[serde(deserialize_with = "lenient::string")]
     pub operation_status: String,
-    pub error_code: Option<String>,
-    pub error_msg: Option<String>,
+    /// Empty unless the operation failed.
+    #[serde(deserialize_with = "lenient::string")]
+    pub error_code: String,
+    #[serde(deserialize_with = "lenient::string")]
+    pub error_msg: String,
     #[serde(rename = "RelatedItemSet", deserialize_with = "lenient::list")]
     pub related_items: Vec<RelatedItem>,
 }
@@ -245,13 +264,40 @@ pub struct TaskAttribute {
     pub support_cancel: Option<bool>,
     pub creation_time: Option<String>,
     pub finished_time: Option<String>,
+    #[serde(deserialize_with = "lenient::count")]
+    pub total_count: u64,
+    #[serde(deserialize_with = "lenient::count")]
+    pub success_count: u64,
+    #[serde(deserialize_with = "lenient::count")]
+    pub failed_count: u64,
     #[serde(rename = "OperationProgressSet", deserialize_with = "lenient::list")]
     pub operation_progress: Vec<OperationProgress>,
 }
 
+/// Why a task failed, as ECS reports it in `OperationProgress`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TaskFailure {
+    pub code: String,
+    /// May be empty.
+    pub message: String,
+}
+
 impl TaskAttribute {
+    /// `"45%"` → 45 (capped at 100); `None` when absent or unreadable.
     pub fn progress_percent(&self) -> Option<u8> {
         self.task_process.as_deref().and_then(parse_percent)
+    }
+
+    /// The first error code an operation of the task reports, with its message; `None` when no
+    /// operation carries one (a running or finished task, or a failed one that says nothing).
+    pub fn failure(&self) -> Option<TaskFailure> {
+        self.operation_progress
+            .iter()
+            .find(|op| !op.error_code.is_empty())
+            .map(|op| TaskFailure {
+                code: op.error_code.clone(),
+                message: op.error_msg.clone(),
+            })
     }
 }
 
@@ -361,6 +407,33 @@ mod tests {
         assert_eq!(task.support_cancel, Some(false));
         assert_eq!(task.progress_percent(), Some(100));
         assert_eq!(task.operation_progress[0].related_items[0].value, "b");
+    }
+
+    #[test]
+    fn a_failed_task_says_why_and_odd_shapes_do_not_hide_it() {
+        let json = r#"{"TaskId":"t-1","TaskStatus":"Failed","TaskProcess":"50%","FailedCount":"1",
+          "OperationProgressSet":{"OperationProgress":[
+            {"OperationStatus":"Success","ErrorCode":null,"ErrorMsg":""},
+            {"OperationStatus":"Failed","ErrorCode":"ImportImage.OssObjectNotFound","ErrorMsg":"gone"}]}}"#;
+        let task: TaskAttribute = serde_json::from_str(json).unwrap();
+        assert!(task.task_status.is_final());
+        assert_eq!(task.failed_count, 1);
+        assert_eq!(task.progress_percent(), Some(50));
+        assert_eq!(
+            task.failure(),
+            Some(TaskFailure {
+                code: "ImportImage.OssObjectNotFound".into(),
+                message: "gone".into()
+            })
+        );
+        let running: TaskAttribute = serde_json::from_str(
+            r#"{"TaskStatus":"Processing","OperationProgressSet":{"OperationProgress":[{"ErrorCode":""}]}}"#,
+        )
+        .unwrap();
+        assert_eq!(running.failure(), None);
+        assert!(!running.task_status.is_final());
+        assert!(!TaskStatus::from("Frozen").is_final());
+        assert!(TaskStatus::Deleted.is_final());
     }
 
     #[test]

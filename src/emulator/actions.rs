@@ -17,7 +17,7 @@ pub type Reply = Map<String, Value>;
 
 pub struct Ctx<'a> {
     pub world: &'a mut World,
-    pub faults: &'a Faults,
+    pub faults: &'a mut Faults,
     pub now: Time,
 }
 

@@ -1,6 +1,6 @@
 //! The unsigned admin API under `/_emulator/` (`docs/emulator.md`) for tests, benchmarks and the demo:
-//! call counts, the images as the emulator sees them, seeding and out-of-band deletion, fault
-//! injection and short-lived STS credentials.
+//! call counts, the images and tasks as the emulator sees them, seeding (images and tasks of any
+//! documented action) and out-of-band deletion, fault injection and short-lived STS credentials.
 
 use std::collections::BTreeMap;
 
@@ -15,10 +15,13 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::actions::timestamp;
-use super::faults::FaultsPatch;
+use super::faults::{FaultsPatch, default_task_failure};
 use super::http::App;
 use super::regions;
-use super::state::{Image, ImageStatus, Origin, SeedImage};
+use super::state::{
+    Image, ImageStatus, Origin, SeedImage, SeedTask, SeedTaskStatus, Task, TaskAction, TaskFailure,
+    Time,
+};
 use super::sts;
 
 pub fn router() -> Router<App> {
@@ -27,7 +30,7 @@ pub fn router() -> Router<App> {
         .route("/reset-calls", post(reset_calls))
         .route("/images", get(images).post(seed_image))
         .route("/images/{region_id}/{image_id}", delete(delete_image))
-        .route("/tasks", get(tasks))
+        .route("/tasks", get(tasks).post(seed_task))
         .route("/faults", get(faults).post(set_faults))
         .route("/sts-credentials", post(sts_credentials))
 }
@@ -146,25 +149,99 @@ async fn delete_image(
     StatusCode::NO_CONTENT.into_response()
 }
 
+fn task_json(task: &Task, now: Time) -> Value {
+    let failure = task.reported_failure();
+    json!({
+        "regionId": task.region,
+        "taskId": task.id,
+        "taskAction": task.action.as_str(),
+        "taskStatus": task.status(),
+        "resourceId": task.image_id,
+        "progress": format!("{}%", task.percent(now)),
+        "errorCode": failure.map(|f| f.code.as_str()),
+        "errorMsg": failure.map(|f| f.message.as_str()),
+    })
+}
+
 async fn tasks(State(app): State<App>) -> Json<Value> {
     let now = Utc::now();
     let mut shared = app.lock();
     shared.world.advance(now);
-    let tasks: Vec<Value> = shared
-        .world
-        .tasks()
-        .map(|t| {
-            json!({
-                "regionId": t.region,
-                "taskId": t.id,
-                "taskAction": t.action.as_str(),
-                "taskStatus": t.status(),
-                "progress": format!("{}%", t.job.percent(now)),
-                "imageId": t.image_id,
-            })
-        })
-        .collect();
+    let tasks: Vec<Value> = shared.world.tasks().map(|t| task_json(t, now)).collect();
     Json(json!({ "tasks": tasks }))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct SeedTaskRequest {
+    region_id: String,
+    task_action: String,
+    task_status: Option<String>,
+    #[serde(default)]
+    resource_id: String,
+    /// Whole percent, 0..=100.
+    progress: Option<u32>,
+    error_code: Option<String>,
+    error_msg: Option<String>,
+}
+
+async fn seed_task(
+    State(app): State<App>,
+    req: Result<Json<SeedTaskRequest>, JsonRejection>,
+) -> Response {
+    let req = match req {
+        Ok(Json(req)) => req,
+        Err(rejection) => return admin_error(StatusCode::BAD_REQUEST, rejection.body_text()),
+    };
+    if !regions::is_known(&req.region_id) {
+        return admin_error(
+            StatusCode::BAD_REQUEST,
+            format!("unknown region {}", req.region_id),
+        );
+    }
+    let Some(action) = TaskAction::parse(&req.task_action) else {
+        return admin_error(
+            StatusCode::BAD_REQUEST,
+            format!("unknown task action {}", req.task_action),
+        );
+    };
+    let status = match req.task_status.as_deref() {
+        None => SeedTaskStatus::Processing,
+        Some(s) => match SeedTaskStatus::parse(s) {
+            Some(status) => status,
+            None => {
+                return admin_error(StatusCode::BAD_REQUEST, format!("unknown task status {s}"));
+            }
+        },
+    };
+    let progress = match req.progress {
+        Some(p) if p > 100 => {
+            return admin_error(StatusCode::BAD_REQUEST, "progress must be 0..=100");
+        }
+        Some(p) => p,
+        None if status == SeedTaskStatus::Finished => 100,
+        None => 0,
+    };
+    let default = default_task_failure(action.as_str());
+    let seed = SeedTask {
+        region: req.region_id,
+        action,
+        status,
+        resource_id: req.resource_id,
+        progress,
+        failure: TaskFailure {
+            code: req.error_code.unwrap_or(default.code),
+            message: req.error_msg.unwrap_or(default.message),
+        },
+    };
+    let now = Utc::now();
+    let mut shared = app.lock();
+    shared.world.advance(now);
+    let id = shared.world.seed_task(seed, now);
+    match shared.world.tasks().find(|t| t.id == id) {
+        Some(task) => (StatusCode::CREATED, Json(task_json(task, now))).into_response(),
+        None => admin_error(StatusCode::INTERNAL_SERVER_ERROR, "seeded task vanished"),
+    }
 }
 
 async fn faults(State(app): State<App>) -> Json<Value> {

@@ -42,11 +42,13 @@ const COPY: Option<&str> = Some("CopyImage");
 const CANCEL_COPY: Option<&str> = Some("CancelCopyImage");
 const CANCEL_TASK: Option<&str> = Some("CancelTask");
 const DELETE: Option<&str> = Some("DeleteImage");
+const EXPORT: Option<&str> = Some("ExportImage");
 const ANY: Option<&str> = None;
 
 /// The error table fault injection answers from (`docs/emulator.md`): every row of the
-/// documented error tables of CopyImage, CancelCopyImage and CancelTask, DeleteImage's
-/// refusals, and the gateway codes any operation can meet. Spellings are the documented ones,
+/// documented error tables of CopyImage, CancelCopyImage and CancelTask, the refusals of
+/// DeleteImage and ExportImage, and the gateway codes any operation can meet. Spellings are the
+/// documented ones,
 /// typos included (`Forbbiden`, `OperationDeined.EncryptedSnapshot`). Where a table lists one
 /// code with several messages, the first row is the one answered unless a status picks another.
 #[rustfmt::skip]
@@ -106,6 +108,9 @@ pub const DOCUMENTED: &[Documented] = &[
     doc(DELETE, 403, "ImageIsExporting", "Please cancel task first."),
     doc(DELETE, 403, "InvalidOperation.Conflict", "Request was denied due to conflict with a previous request, please try again later."),
     doc(DELETE, 404, "InvalidRegionId.NotFound", "The specified RegionId does not exist."),
+    // ExportImage: the refusals the emulator raises itself (the quota codes are not played)
+    doc(EXPORT, 403, "ImageIsExporting", "Please cancel task first."),
+    doc(EXPORT, 400, "IncorrectImageStatus", "The image not available."),
     // Any operation
     doc(ANY, 400, "Throttling", "Request was denied due to flow control."),
     doc(ANY, 400, "Throttling.User", "Request was denied due to user flow control."),
@@ -514,6 +519,13 @@ impl ApiError {
         )
     }
 
+    pub fn task_action_not_supported() -> Self {
+        Self::forbidden(
+            "InvalidTaskId.TaskActionNotSupport",
+            "The specified task action not support.",
+        )
+    }
+
     pub fn task_status_incorrect() -> Self {
         Self::forbidden(
             "InvalidTaskId.IncorrectTaskStatus",
@@ -689,6 +701,9 @@ mod tests {
             ("CancelTask", ApiError::cancel_task_failed()),
             ("CancelTask", ApiError::task_not_found()),
             ("CancelTask", ApiError::task_status_incorrect()),
+            ("CancelTask", ApiError::task_action_not_supported()),
+            ("ExportImage", ApiError::image_exporting()),
+            ("ExportImage", ApiError::image_not_available()),
             (
                 "CancelTask",
                 ApiError::region_not_found(StatusCode::BAD_REQUEST),

@@ -9,6 +9,7 @@ use rand::Rng;
 use serde::{Deserialize, Serialize};
 
 use super::errors::{self, ApiError};
+use super::state::TaskFailure;
 use super::{actions, regions};
 
 /// Longest lag or delay a fault may ask for, as for the emulator's duration flags.
@@ -36,6 +37,8 @@ pub struct Faults {
     pub usable_delay_seconds: f64,
     /// Documented errors answered to matching requests, first matching rule first.
     pub inject: Vec<InjectRule>,
+    /// Import/export tasks that fail halfway through, first matching rule first.
+    pub fail_tasks: Vec<FailTaskRule>,
     /// Share of DescribeImages items left out of the answer (`TotalCount` still counts them).
     pub listing_drop_rate: f64,
     /// Share of DescribeImages items sent with a malformed shape.
@@ -69,6 +72,45 @@ fn always() -> f64 {
     1.0
 }
 
+/// Make the next tasks `action` starts (in `region_id`, if given) fail with `errorCode` and
+/// `errorMsg`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct FailTaskRule {
+    /// `ImportImage` or `ExportImage`.
+    pub action: String,
+    /// How many more tasks fail; absent means every one until the rule is cleared.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub count: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub region_id: Option<String>,
+    /// Absent means the action's default failure (see [`default_task_failure`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error_code: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error_msg: Option<String>,
+}
+
+/// The failure a task reports when its rule names none: the OSS side missing, the most common
+/// reason an import or export fails.
+pub fn default_task_failure(action: &str) -> TaskFailure {
+    let (code, message) = if action == "ExportImage" {
+        (
+            "ExportImage.OssBucketNotFound",
+            "The specified OSS bucket does not exist or the export role cannot write to it.",
+        )
+    } else {
+        (
+            "ImportImage.OssObjectNotFound",
+            "The specified OSS object does not exist or the import role cannot read it.",
+        )
+    };
+    TaskFailure {
+        code: code.to_string(),
+        message: message.to_string(),
+    }
+}
+
 /// A partial update: absent fields keep their value.
 #[derive(Debug, Default, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
@@ -83,6 +125,8 @@ pub struct FaultsPatch {
     pub usable_delay_seconds: Option<f64>,
     /// Replaces the previous rules; `[]` clears them.
     pub inject: Option<Vec<InjectRule>>,
+    /// Replaces the previous rules; `[]` clears them.
+    pub fail_tasks: Option<Vec<FailTaskRule>>,
     pub listing_drop_rate: Option<f64>,
     pub malformed_item_rate: Option<f64>,
     pub hang_rate: Option<f64>,
@@ -101,6 +145,14 @@ pub enum FaultsError {
     UnknownCode(String),
     #[error("inject: count must be at least 1 (leave it out for a rule that never runs out)")]
     ZeroCount,
+    #[error("failTasks: action must be ImportImage or ExportImage, got {0:?}")]
+    NotATaskAction(String),
+    #[error("failTasks: count must be at least 1 (leave it out for a rule that never runs out)")]
+    ZeroFailCount,
+    #[error("failTasks: unknown region {0:?}")]
+    UnknownFailRegion(String),
+    #[error("failTasks: errorCode must not be empty")]
+    EmptyFailCode,
     #[error("inject: unknown region {0:?}")]
     UnknownRegion(String),
     #[error(
@@ -158,6 +210,22 @@ fn check_rule(rule: &InjectRule) -> Result<(), FaultsError> {
     Ok(())
 }
 
+fn check_fail_rule(rule: &FailTaskRule) -> Result<(), FaultsError> {
+    if !matches!(rule.action.as_str(), "ImportImage" | "ExportImage") {
+        return Err(FaultsError::NotATaskAction(rule.action.clone()));
+    }
+    if rule.count == Some(0) {
+        return Err(FaultsError::ZeroFailCount);
+    }
+    if let Some(region) = rule.region_id.as_deref().filter(|r| !regions::is_known(r)) {
+        return Err(FaultsError::UnknownFailRegion(region.to_string()));
+    }
+    if rule.error_code.as_deref().is_some_and(str::is_empty) {
+        return Err(FaultsError::EmptyFailCode);
+    }
+    Ok(())
+}
+
 /// `seconds` as a duration of emulated time.
 fn seconds_delta(seconds: f64) -> TimeDelta {
     // Bounded by MAX_SECONDS, so the product fits an i64 of milliseconds.
@@ -190,6 +258,9 @@ impl Faults {
         for rule in patch.inject.iter().flatten() {
             check_rule(rule)?;
         }
+        for rule in patch.fail_tasks.iter().flatten() {
+            check_fail_rule(rule)?;
+        }
         let Self {
             throttle_rate,
             error_rate,
@@ -200,6 +271,7 @@ impl Faults {
             ignore_client_token,
             usable_delay_seconds,
             inject,
+            fail_tasks,
             listing_drop_rate,
             malformed_item_rate,
             hang_rate,
@@ -219,6 +291,7 @@ impl Faults {
         set(ignore_client_token, patch.ignore_client_token);
         set(usable_delay_seconds, patch.usable_delay_seconds);
         set(inject, patch.inject);
+        set(fail_tasks, patch.fail_tasks);
         set(listing_drop_rate, patch.listing_drop_rate);
         set(malformed_item_rate, patch.malformed_item_rate);
         set(hang_rate, patch.hang_rate);
@@ -261,6 +334,27 @@ impl Faults {
             }
         }
         error
+    }
+
+    /// The failure of a task `action` is starting in `region`, if a rule says it fails; a rule
+    /// whose count runs out is removed.
+    pub fn task_failure(&mut self, action: &str, region: &str) -> Option<TaskFailure> {
+        let index = self.fail_tasks.iter().position(|rule| {
+            rule.action == action && rule.region_id.as_deref().is_none_or(|r| r == region)
+        })?;
+        let rule = &mut self.fail_tasks[index];
+        let default = default_task_failure(action);
+        let failure = TaskFailure {
+            code: rule.error_code.clone().unwrap_or(default.code),
+            message: rule.error_msg.clone().unwrap_or(default.message),
+        };
+        if let Some(count) = &mut rule.count {
+            *count = count.saturating_sub(1);
+            if *count == 0 {
+                self.fail_tasks.remove(index);
+            }
+        }
+        Some(failure)
     }
 
     /// How long this request hangs before it is handled, if it does.
@@ -464,6 +558,59 @@ mod tests {
         }
         faults.apply(inject(vec![])).unwrap();
         assert_eq!(faults.injected("CancelTask", "cn-hangzhou"), None);
+    }
+
+    #[test]
+    fn fail_task_rules_count_down_and_default_their_reason() {
+        let mut faults = Faults::default();
+        let patch: FaultsPatch = serde_json::from_value(serde_json::json!({
+            "failTasks": [
+                {"action": "ExportImage", "count": 1, "regionId": "cn-shanghai",
+                 "errorCode": "ExportImage.Custom", "errorMsg": "custom"},
+                {"action": "ImportImage", "count": 2}
+            ]
+        }))
+        .unwrap();
+        faults.apply(patch).unwrap();
+        assert_eq!(faults.task_failure("ExportImage", "cn-hangzhou"), None);
+        assert_eq!(
+            faults.task_failure("ExportImage", "cn-shanghai"),
+            Some(TaskFailure {
+                code: "ExportImage.Custom".into(),
+                message: "custom".into()
+            })
+        );
+        assert_eq!(faults.task_failure("ExportImage", "cn-shanghai"), None);
+        for _ in 0..2 {
+            assert_eq!(
+                faults.task_failure("ImportImage", "cn-beijing"),
+                Some(default_task_failure("ImportImage"))
+            );
+        }
+        assert_eq!(faults.task_failure("ImportImage", "cn-beijing"), None);
+        assert!(faults.fail_tasks.is_empty());
+        for (rule, error) in [
+            (
+                serde_json::json!({"action": "CopyImage"}),
+                FaultsError::NotATaskAction("CopyImage".into()),
+            ),
+            (
+                serde_json::json!({"action": "ImportImage", "count": 0}),
+                FaultsError::ZeroFailCount,
+            ),
+            (
+                serde_json::json!({"action": "ImportImage", "regionId": "mars-1"}),
+                FaultsError::UnknownFailRegion("mars-1".into()),
+            ),
+            (
+                serde_json::json!({"action": "ImportImage", "errorCode": ""}),
+                FaultsError::EmptyFailCode,
+            ),
+        ] {
+            let patch: FaultsPatch =
+                serde_json::from_value(serde_json::json!({ "failTasks": [rule] })).unwrap();
+            assert_eq!(faults.apply(patch), Err(error));
+        }
     }
 
     #[test]

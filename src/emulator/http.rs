@@ -286,7 +286,7 @@ fn handle_ecs(
         params,
         &mut Ctx {
             world: &mut shared.world,
-            faults: &shared.faults,
+            faults: &mut shared.faults,
             now,
         },
     )

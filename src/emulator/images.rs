@@ -12,7 +12,7 @@ use super::errors::ApiError;
 use super::faults::Malformation;
 use super::params::{Params, page};
 use super::regions;
-use super::state::{CopySpec, Image, ImageStatus, Origin, Recall};
+use super::state::{CopySpec, Image, ImageStatus, Recall};
 
 /// The account every emulated image belongs to.
 pub const ACCOUNT_ID: u64 = 1_234_567_890_123_456;
@@ -118,7 +118,7 @@ pub fn delete_image(params: &Params, ctx: &mut Ctx<'_>) -> Result<Reply, ApiErro
     if image.copy_in_flight() {
         return Err(ApiError::image_copying());
     }
-    if matches!(image.origin, Origin::Import { .. }) && image.status != ImageStatus::Available {
+    if ctx.world.importing(id) {
         return Err(ApiError::image_importing());
     }
     if ctx.world.exporting(id) {

@@ -55,9 +55,20 @@ impl ImageStatus {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Phase {
     Waiting,
-    Running { started: Time },
-    Done { finished: Time },
-    Cancelled { at: Time },
+    Running {
+        started: Time,
+    },
+    Done {
+        finished: Time,
+    },
+    /// Ended in failure at `at`, `percent` done.
+    Failed {
+        at: Time,
+        percent: u32,
+    },
+    Cancelled {
+        at: Time,
+    },
 }
 
 /// One unit of simulated work in a region's queue (an image copy or an import/export task).
@@ -66,14 +77,30 @@ pub struct Job {
     /// Queue order: lower runs first.
     seq: u64,
     duration: TimeDelta,
+    /// A failing job stops halfway through its run and ends `Failed` instead of `Done`.
+    fails: bool,
     pub phase: Phase,
 }
 
 impl Job {
+    /// When a running job ends: after its duration, or after half of it for a failing one.
     fn finish_at(&self) -> Option<Time> {
         match self.phase {
+            Phase::Running { started } if self.fails => Some(started + self.duration / 2),
             Phase::Running { started } => Some(started + self.duration),
             _ => None,
+        }
+    }
+
+    /// The phase a job reaches when it ends at `at`.
+    fn ended(&self, at: Time) -> Phase {
+        if self.fails {
+            Phase::Failed {
+                at,
+                percent: self.percent(at),
+            }
+        } else {
+            Phase::Done { finished: at }
         }
     }
 
@@ -86,6 +113,7 @@ impl Job {
         match self.phase {
             Phase::Waiting | Phase::Cancelled { .. } => 0,
             Phase::Done { .. } => 100,
+            Phase::Failed { percent, .. } => percent,
             Phase::Running { started } => {
                 let total = self.duration.num_milliseconds().max(1);
                 let elapsed = (now - started).num_milliseconds().clamp(0, total);
@@ -124,7 +152,7 @@ fn run_until(jobs: &mut [&mut Job], concurrency: usize, now: Time) {
             .min();
         match next {
             Some((at, _, i)) if at <= now => {
-                jobs[i].phase = Phase::Done { finished: at };
+                jobs[i].phase = jobs[i].ended(at);
                 fill(jobs, concurrency, at);
             }
             _ => break,
@@ -210,19 +238,51 @@ impl Image {
     }
 }
 
+/// The task kinds DescribeTasks documents. Only ImportImage and ExportImage are run by the
+/// emulator; the others exist as seeded tasks (`POST /_emulator/tasks`) for CancelTask's refusal.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TaskAction {
     ImportImage,
     ExportImage,
+    RedeployInstance,
+    ModifyDiskSpec,
+    ArchiveSnapshot,
 }
 
 impl TaskAction {
+    pub const ALL: [TaskAction; 5] = [
+        TaskAction::ImportImage,
+        TaskAction::ExportImage,
+        TaskAction::RedeployInstance,
+        TaskAction::ModifyDiskSpec,
+        TaskAction::ArchiveSnapshot,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             TaskAction::ImportImage => "ImportImage",
             TaskAction::ExportImage => "ExportImage",
+            TaskAction::RedeployInstance => "RedeployInstance",
+            TaskAction::ModifyDiskSpec => "ModifyDiskSpec",
+            TaskAction::ArchiveSnapshot => "ArchiveSnapshot",
         }
     }
+
+    pub fn parse(value: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|a| a.as_str() == value)
+    }
+
+    /// CancelTask cancels only the tasks ImportImage and ExportImage start.
+    pub fn cancellable(self) -> bool {
+        matches!(self, TaskAction::ImportImage | TaskAction::ExportImage)
+    }
+}
+
+/// Why a task failed, as DescribeTaskAttribute's `OperationProgress` reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TaskFailure {
+    pub code: String,
+    pub message: String,
 }
 
 #[derive(Debug, Clone)]
@@ -230,10 +290,15 @@ pub struct Task {
     pub id: String,
     pub region: String,
     pub action: TaskAction,
-    /// The imported image, or the exported one.
+    /// The imported image, or the exported one; empty for a seeded task without one.
     pub image_id: String,
     pub created: Time,
     pub job: Job,
+    /// Set on a task that fails (its job fails); reported once it has.
+    pub failure: Option<TaskFailure>,
+    /// A seeded task keeps this progress and its state until CancelTask changes it; it takes no
+    /// place in the region's queue.
+    pub pinned_progress: Option<u32>,
     /// `OperationProgressSet` related items (OSSBucket, OSSObject, ImageFormat …).
     pub related: Vec<(String, String)>,
 }
@@ -245,6 +310,7 @@ impl Task {
             Phase::Waiting => "Waiting",
             Phase::Running { .. } => "Processing",
             Phase::Done { .. } => "Finished",
+            Phase::Failed { .. } => "Failed",
             Phase::Cancelled { .. } => "Deleted",
         }
     }
@@ -252,9 +318,62 @@ impl Task {
     pub fn finished_time(&self) -> Option<Time> {
         match self.job.phase {
             Phase::Done { finished } => Some(finished),
-            Phase::Cancelled { at } => Some(at),
+            Phase::Failed { at, .. } | Phase::Cancelled { at } => Some(at),
             _ => None,
         }
+    }
+
+    /// Whole percent done.
+    pub fn percent(&self, now: Time) -> u32 {
+        self.pinned_progress
+            .unwrap_or_else(|| self.job.percent(now))
+    }
+
+    /// The failure to report: only once the task has failed.
+    pub fn reported_failure(&self) -> Option<&TaskFailure> {
+        self.failure
+            .as_ref()
+            .filter(|_| matches!(self.job.phase, Phase::Failed { .. }))
+    }
+
+    /// Run by the region's task queue (not a seeded one).
+    fn queued(&self) -> bool {
+        self.pinned_progress.is_none()
+    }
+}
+
+/// A task put in place by the admin API, in the state given.
+#[derive(Debug, Clone)]
+pub struct SeedTask {
+    pub region: String,
+    pub action: TaskAction,
+    pub status: SeedTaskStatus,
+    pub resource_id: String,
+    pub progress: u32,
+    pub failure: TaskFailure,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SeedTaskStatus {
+    Waiting,
+    Processing,
+    Finished,
+    Failed,
+    Deleted,
+}
+
+impl SeedTaskStatus {
+    pub fn parse(value: &str) -> Option<Self> {
+        [
+            ("Waiting", Self::Waiting),
+            ("Processing", Self::Processing),
+            ("Finished", Self::Finished),
+            ("Failed", Self::Failed),
+            ("Deleted", Self::Deleted),
+        ]
+        .into_iter()
+        .find(|(name, _)| *name == value)
+        .map(|(_, status)| status)
     }
 }
 
@@ -330,11 +449,12 @@ impl World {
         }
     }
 
-    fn job(&mut self, duration: TimeDelta) -> Job {
+    fn job(&mut self, duration: TimeDelta, fails: bool) -> Job {
         self.next_seq += 1;
         Job {
             seq: self.next_seq,
             duration,
+            fails,
             phase: Phase::Waiting,
         }
     }
@@ -368,7 +488,7 @@ impl World {
     fn task_jobs(&mut self, region: &str) -> Vec<&mut Job> {
         self.tasks
             .values_mut()
-            .filter(|t| t.region == region)
+            .filter(|t| t.region == region && t.queued())
             .map(|t| &mut t.job)
             .collect()
     }
@@ -399,7 +519,7 @@ impl World {
         let task_regions: BTreeSet<String> = self
             .tasks
             .values()
-            .filter(|t| t.job.in_flight())
+            .filter(|t| t.queued() && t.job.in_flight())
             .map(|t| t.region.clone())
             .collect();
         for region in task_regions {
@@ -423,8 +543,9 @@ impl World {
                 Phase::Waiting if image.is_copy() => ImageStatus::Waiting,
                 Phase::Waiting | Phase::Running { .. } => ImageStatus::Creating,
                 Phase::Done { .. } => ImageStatus::Available,
-                // Cancelled work removes its image, so this is never observed.
-                Phase::Cancelled { .. } => ImageStatus::CreateFailed,
+                // A failed import leaves its image behind as CreateFailed, to be deleted;
+                // cancelled work removes its image, so that case is never observed.
+                Phase::Failed { .. } | Phase::Cancelled { .. } => ImageStatus::CreateFailed,
             };
         }
     }
@@ -456,6 +577,18 @@ impl World {
 
     pub fn task_mut(&mut self, id: &str) -> Option<&mut Task> {
         self.tasks.get_mut(id)
+    }
+
+    /// Whether the image is being created by an import still in flight (a failed import's
+    /// image is not: it can be deleted).
+    pub fn importing(&self, image_id: &str) -> bool {
+        self.images
+            .get(image_id)
+            .and_then(|image| match &image.origin {
+                Origin::Import { task_id } => self.tasks.get(task_id),
+                _ => None,
+            })
+            .is_some_and(|task| task.job.in_flight())
     }
 
     /// The in-flight export of an image, if any (an image is exported by one task at a time).
@@ -518,7 +651,7 @@ impl World {
             })
             .unwrap_or_else(|| ("linux".into(), "Aliyun".into(), "x86_64".into(), 40));
         let id = self.new_id("m-");
-        let job = self.job(self.timing.copy);
+        let job = self.job(self.timing.copy, false);
         let region = spec.destination_region.clone();
         self.images.insert(
             id.clone(),
@@ -570,11 +703,16 @@ impl World {
         Some(image)
     }
 
-    /// Queues an import; returns `(image id, task id)`.
-    pub fn start_import(&mut self, spec: ImportSpec, now: Time) -> (String, String) {
+    /// Queues an import, failing with `failure` when given; returns `(image id, task id)`.
+    pub fn start_import(
+        &mut self,
+        spec: ImportSpec,
+        failure: Option<TaskFailure>,
+        now: Time,
+    ) -> (String, String) {
         let image_id = self.new_id("m-");
         let task_id = self.new_id("t-");
-        let job = self.job(self.timing.task);
+        let job = self.job(self.timing.task, failure.is_some());
         self.tasks.insert(
             task_id.clone(),
             Task {
@@ -584,6 +722,8 @@ impl World {
                 image_id: image_id.clone(),
                 created: now,
                 job,
+                failure,
+                pinned_progress: None,
                 related: spec.related,
             },
         );
@@ -616,15 +756,16 @@ impl World {
         (image_id, task_id)
     }
 
+    /// Queues an export, failing with `failure` when given; returns the task id.
     pub fn start_export(
         &mut self,
         region: &str,
         image_id: &str,
-        related: Vec<(String, String)>,
+        failure: Option<TaskFailure>,
         now: Time,
     ) -> String {
         let task_id = self.new_id("t-");
-        let job = self.job(self.timing.task);
+        let job = self.job(self.timing.task, failure.is_some());
         self.tasks.insert(
             task_id.clone(),
             Task {
@@ -634,12 +775,46 @@ impl World {
                 image_id: image_id.to_string(),
                 created: now,
                 job,
-                related,
+                failure,
+                pinned_progress: None,
+                related: Vec::new(),
             },
         );
         self.fill_tasks(region, now);
         self.advance(now);
         task_id
+    }
+
+    /// Puts a task in place as given; it stays so until CancelTask changes it. Returns its id.
+    pub fn seed_task(&mut self, seed: SeedTask, now: Time) -> String {
+        let id = self.new_id("t-");
+        let phase = match seed.status {
+            SeedTaskStatus::Waiting => Phase::Waiting,
+            SeedTaskStatus::Processing => Phase::Running { started: now },
+            SeedTaskStatus::Finished => Phase::Done { finished: now },
+            SeedTaskStatus::Failed => Phase::Failed {
+                at: now,
+                percent: seed.progress,
+            },
+            SeedTaskStatus::Deleted => Phase::Cancelled { at: now },
+        };
+        let mut job = self.job(self.timing.task, seed.status == SeedTaskStatus::Failed);
+        job.phase = phase;
+        self.tasks.insert(
+            id.clone(),
+            Task {
+                id: id.clone(),
+                region: seed.region,
+                action: seed.action,
+                image_id: seed.resource_id,
+                created: now,
+                job,
+                failure: Some(seed.failure).filter(|_| seed.status == SeedTaskStatus::Failed),
+                pinned_progress: Some(seed.progress),
+                related: Vec::new(),
+            },
+        );
+        id
     }
 
     /// Cancels an in-flight task; cancelling an import removes the image it was creating.
@@ -873,8 +1048,8 @@ mod tests {
             tags: vec![],
             related: vec![],
         };
-        let (image, task) = w.start_import(spec.clone(), at(0.0));
-        let (image2, task2) = w.start_import(spec, at(0.0));
+        let (image, task) = w.start_import(spec.clone(), None, at(0.0));
+        let (image2, task2) = w.start_import(spec, None, at(0.0));
         w.advance(at(1.0));
         assert_eq!(w.task("cn-hangzhou", &task).unwrap().status(), "Processing");
         assert_eq!(w.task("cn-hangzhou", &task2).unwrap().status(), "Waiting");
@@ -893,6 +1068,105 @@ mod tests {
             w.image("cn-hangzhou", &image2).unwrap().status,
             ImageStatus::Available
         );
+    }
+
+    fn import_spec() -> ImportSpec {
+        ImportSpec {
+            region: "cn-hangzhou".into(),
+            name: "imp".into(),
+            description: String::new(),
+            os_type: "linux".into(),
+            platform: "Others Linux".into(),
+            architecture: "x86_64".into(),
+            size_gib: 20,
+            tags: vec![],
+            related: vec![],
+        }
+    }
+
+    fn oss_missing() -> TaskFailure {
+        TaskFailure {
+            code: "ImportImage.OssObjectNotFound".into(),
+            message: "gone".into(),
+        }
+    }
+
+    #[test]
+    fn a_failing_import_stops_halfway_and_leaves_a_create_failed_image() {
+        let mut w = world(1);
+        let (image, task) = w.start_import(import_spec(), Some(oss_missing()), at(0.0));
+        let (_, next) = w.start_import(import_spec(), None, at(0.0));
+        w.advance(at(1.0));
+        let t = w.task("cn-hangzhou", &task).unwrap();
+        assert_eq!((t.status(), t.percent(at(1.0))), ("Processing", 25));
+        assert_eq!(t.reported_failure(), None, "not failed yet");
+        // Fails at half its 4 s run; the next task starts at that instant.
+        w.advance(at(3.0));
+        let t = w.task("cn-hangzhou", &task).unwrap();
+        assert_eq!((t.status(), t.percent(at(3.0))), ("Failed", 50));
+        assert_eq!(t.finished_time(), Some(at(2.0)));
+        assert_eq!(t.reported_failure(), Some(&oss_missing()));
+        assert!(!t.job.in_flight());
+        assert_eq!(
+            w.image("cn-hangzhou", &image).unwrap().status,
+            ImageStatus::CreateFailed
+        );
+        assert_eq!(w.task("cn-hangzhou", &next).unwrap().percent(at(3.0)), 25);
+        assert!(!w.cancel_task(&task, at(3.0)));
+    }
+
+    #[test]
+    fn a_failing_export_leaves_its_image_available() {
+        let mut w = world(1);
+        let task = w.start_export("cn-hangzhou", "m-src", Some(oss_missing()), at(0.0));
+        assert!(w.exporting("m-src"));
+        w.advance(at(2.0));
+        assert_eq!(w.task("cn-hangzhou", &task).unwrap().status(), "Failed");
+        assert!(!w.exporting("m-src"));
+        assert_eq!(
+            w.image("cn-hangzhou", "m-src").unwrap().status,
+            ImageStatus::Available
+        );
+    }
+
+    #[test]
+    fn seeded_tasks_keep_their_state_and_take_no_queue_slot() {
+        let mut w = world(1);
+        let seeded = w.seed_task(
+            SeedTask {
+                region: "cn-hangzhou".into(),
+                action: TaskAction::RedeployInstance,
+                status: SeedTaskStatus::Processing,
+                resource_id: "i-1".into(),
+                progress: 30,
+                failure: oss_missing(),
+            },
+            at(0.0),
+        );
+        let (image, _) = w.start_import(import_spec(), None, at(0.0));
+        w.advance(at(100.0));
+        let t = w.task("cn-hangzhou", &seeded).unwrap();
+        assert_eq!((t.status(), t.percent(at(100.0))), ("Processing", 30));
+        assert_eq!(t.reported_failure(), None);
+        assert_eq!(
+            w.image("cn-hangzhou", &image).unwrap().status,
+            ImageStatus::Available,
+            "the import ran although a seeded task was processing"
+        );
+        let failed = w.seed_task(
+            SeedTask {
+                region: "cn-hangzhou".into(),
+                action: TaskAction::ImportImage,
+                status: SeedTaskStatus::Failed,
+                resource_id: String::new(),
+                progress: 10,
+                failure: oss_missing(),
+            },
+            at(0.0),
+        );
+        let t = w.task("cn-hangzhou", &failed).unwrap();
+        assert_eq!(t.status(), "Failed");
+        assert_eq!(t.reported_failure(), Some(&oss_missing()));
     }
 
     #[test]

@@ -9,15 +9,10 @@ use super::actions::{
 };
 use super::errors::ApiError;
 use super::params::{Params, page};
-use super::state::{ImageStatus, ImportSpec, Recall, Task, Time};
+use super::state::{ImageStatus, ImportSpec, Recall, Task, TaskAction, Time};
 
-const TASK_ACTIONS: &[&str] = &[
-    "ImportImage",
-    "ExportImage",
-    "RedeployInstance",
-    "ModifyDiskSpec",
-    "ArchiveSnapshot",
-];
+/// DescribeTasks' `TaskIds` and `ResourceIds` take at most 100 ids each.
+const MAX_IDS: usize = 100;
 
 /// Task times in the documented minute precision, `yyyy-MM-ddTHH:mmZ`.
 fn task_time(at: Option<Time>) -> String {
@@ -92,6 +87,7 @@ pub fn import_image(params: &Params, ctx: &mut Ctx<'_>) -> Result<Reply, ApiErro
     if params.bool("DryRun")? {
         return Err(ApiError::dry_run_passed());
     }
+    let failure = ctx.faults.task_failure("ImportImage", region);
     let (image_id, task_id) = ctx.world.start_import(
         ImportSpec {
             region: region.to_string(),
@@ -108,6 +104,7 @@ pub fn import_image(params: &Params, ctx: &mut Ctx<'_>) -> Result<Reply, ApiErro
                 ("ImageFormat".to_string(), format.to_string()),
             ],
         },
+        failure,
         ctx.now,
     );
     if let Some(token) = token {
@@ -148,9 +145,8 @@ pub fn export_image(params: &Params, ctx: &mut Ctx<'_>) -> Result<Reply, ApiErro
     if params.bool("DryRun")? {
         return Err(ApiError::dry_run_passed());
     }
-    let task_id = ctx
-        .world
-        .start_export(region, image_id, Vec::new(), ctx.now);
+    let failure = ctx.faults.task_failure("ExportImage", region);
+    let task_id = ctx.world.start_export(region, image_id, failure, ctx.now);
     if let Some(task) = ctx.world.task_mut(&task_id) {
         // The object name embeds the task id, as in the documented example.
         task.related = vec![
@@ -169,13 +165,22 @@ pub fn describe_tasks(params: &Params, ctx: &mut Ctx<'_>) -> Result<Reply, ApiEr
     let region = region(params, StatusCode::NOT_FOUND)?;
     let (page_number, page_size) = params.paging()?;
     let ids = params.comma_list("TaskIds");
-    if ids.len() > 100 {
+    if ids.len() > MAX_IDS {
         return Err(ApiError::invalid_parameter("TaskIds"));
     }
-    let action = params.non_empty("TaskAction");
-    if action.is_some_and(|a| !TASK_ACTIONS.contains(&a)) {
-        return Err(ApiError::invalid_parameter("TaskAction"));
+    // The official SDKs send the list as `ResourceIds.N`; a comma-separated `ResourceIds` is
+    // accepted too.
+    let mut resource_ids = params.indexed("ResourceIds");
+    resource_ids.extend(params.comma_list("ResourceIds"));
+    if resource_ids.len() > MAX_IDS {
+        return Err(ApiError::invalid_parameter("ResourceIds"));
     }
+    let action = match params.non_empty("TaskAction") {
+        None => None,
+        Some(a) => {
+            Some(TaskAction::parse(a).ok_or_else(|| ApiError::invalid_parameter("TaskAction"))?)
+        }
+    };
     // "Only tasks in the Finished, Processing, or Failed state can be queried. Other values do
     // not take effect."
     let status = params
@@ -186,7 +191,8 @@ pub fn describe_tasks(params: &Params, ctx: &mut Ctx<'_>) -> Result<Reply, ApiEr
         .tasks()
         .filter(|t| t.region == region)
         .filter(|t| ids.is_empty() || ids.contains(&t.id))
-        .filter(|t| action.is_none_or(|a| t.action.as_str() == a))
+        .filter(|t| resource_ids.is_empty() || resource_ids.contains(&t.image_id))
+        .filter(|t| action.is_none_or(|a| t.action == a))
         .filter(|t| status.is_none_or(|s| t.status() == s))
         .collect();
     matched.sort_by(|a, b| b.created.cmp(&a.created).then_with(|| a.id.cmp(&b.id)));
@@ -198,7 +204,7 @@ pub fn describe_tasks(params: &Params, ctx: &mut Ctx<'_>) -> Result<Reply, ApiEr
                 "TaskId": t.id,
                 "TaskAction": t.action.as_str(),
                 "TaskStatus": t.status(),
-                "SupportCancel": t.job.in_flight().to_string(),
+                "SupportCancel": support_cancel(t),
                 "CreationTime": task_time(Some(t.created)),
                 "FinishedTime": task_time(t.finished_time()),
                 "ResourceId": t.image_id,
@@ -214,6 +220,11 @@ pub fn describe_tasks(params: &Params, ctx: &mut Ctx<'_>) -> Result<Reply, ApiEr
     })))
 }
 
+/// Whether CancelTask would cancel the task, as the string ECS sends.
+fn support_cancel(task: &Task) -> String {
+    (task.action.cancellable() && task.job.in_flight()).to_string()
+}
+
 pub fn describe_task_attribute(params: &Params, ctx: &mut Ctx<'_>) -> Result<Reply, ApiError> {
     let region = region(params, StatusCode::NOT_FOUND)?;
     let id = params.required("TaskId")?;
@@ -227,6 +238,7 @@ pub fn describe_task_attribute(params: &Params, ctx: &mut Ctx<'_>) -> Result<Rep
         "Deleted" => "Cancelled",
         other => other,
     };
+    let failure = task.reported_failure();
     let related: Vec<Value> = task
         .related
         .iter()
@@ -237,17 +249,17 @@ pub fn describe_task_attribute(params: &Params, ctx: &mut Ctx<'_>) -> Result<Rep
         "TaskId": task.id,
         "TaskAction": task.action.as_str(),
         "TaskStatus": status,
-        "TaskProcess": format!("{}%", task.job.percent(ctx.now)),
-        "SupportCancel": task.job.in_flight().to_string(),
+        "TaskProcess": format!("{}%", task.percent(ctx.now)),
+        "SupportCancel": support_cancel(task),
         "CreationTime": task_time(Some(task.created)),
         "FinishedTime": task_time(task.finished_time()),
         "TotalCount": 1,
         "SuccessCount": u32::from(status == "Finished"),
-        "FailedCount": 0,
+        "FailedCount": u32::from(status == "Failed"),
         "OperationProgressSet": { "OperationProgress": [{
             "OperationStatus": operation_status,
-            "ErrorCode": "",
-            "ErrorMsg": "",
+            "ErrorCode": failure.map(|f| f.code.as_str()).unwrap_or_default(),
+            "ErrorMsg": failure.map(|f| f.message.as_str()).unwrap_or_default(),
             "RelatedItemSet": { "RelatedItem": related },
         }]},
     })))
@@ -261,6 +273,9 @@ pub fn cancel_task(params: &Params, ctx: &mut Ctx<'_>) -> Result<Reply, ApiError
         .world
         .task(region, id)
         .ok_or_else(ApiError::task_not_found)?;
+    if !task.action.cancellable() {
+        return Err(ApiError::task_action_not_supported());
+    }
     if !task.job.in_flight() {
         return Err(ApiError::task_status_incorrect());
     }

@@ -330,3 +330,192 @@ def test_describe_regions_and_call_log(emulator):
     failed = [c for c in calls["calls"] if c["code"] == "InvalidImageId.NotFound"]
     assert failed and failed[-1]["action"] == "CancelCopyImage"
     assert failed[-1]["regionId"] == "cn-shanghai"
+
+
+# --- ImportImage / ExportImage tasks, DescribeTasks, DescribeTaskAttribute, CancelTask ------
+
+
+def import_image(client, region, client_token=None, tags=(), bucket="images"):
+    request = models.ImportImageRequest(
+        region_id=region,
+        disk_device_mapping=[
+            models.ImportImageRequestDiskDeviceMapping(
+                ossbucket=bucket, ossobject="disks/web.qcow2", format="QCOW2", disk_image_size=20
+            )
+        ],
+        client_token=client_token,
+        tag=[models.ImportImageRequestTag(key=k, value=v) for k, v in tags],
+    )
+    return client.import_image_with_options(request, RUNTIME).body
+
+
+def export_image(client, region, image_id):
+    request = models.ExportImageRequest(
+        region_id=region, image_id=image_id, ossbucket="exports", image_format="qcow2"
+    )
+    return client.export_image_with_options(request, RUNTIME).body.task_id
+
+
+def describe_tasks(client, region, **filters):
+    filters.setdefault("page_size", 100)
+    request = models.DescribeTasksRequest(region_id=region, **filters)
+    return client.describe_tasks_with_options(request, RUNTIME).body
+
+
+def task_attribute(client, region, task_id):
+    request = models.DescribeTaskAttributeRequest(region_id=region, task_id=task_id)
+    return client.describe_task_attribute_with_options(request, RUNTIME).body
+
+
+def cancel_task(client, region, task_id):
+    request = models.CancelTaskRequest(region_id=region, task_id=task_id)
+    return client.cancel_task_with_options(request, RUNTIME)
+
+
+def seed_task(emulator, region, action, status="Processing"):
+    body = {"regionId": region, "taskAction": action, "taskStatus": status}
+    return emulator.admin("POST", "tasks", body)["taskId"]
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_import_image_with_client_token_and_tags(emulator, mode):
+    client = make_client(emulator, mode)
+    region = fresh_region()
+    token = f"import-{mode}"
+    tags = [("imageops.dev/owner-uid", "uid 9*"), ("team", "web")]
+    first = import_image(client, region, client_token=token, tags=tags)
+    assert re.fullmatch(r"m-[a-z0-9]{20}", first.image_id)
+    assert re.fullmatch(r"t-[a-z0-9]{20}", first.task_id)
+    # The same token and parameters answer the same image and task instead of a second import.
+    again = import_image(client, region, client_token=token, tags=tags)
+    assert (again.image_id, again.task_id) == (first.image_id, first.task_id)
+    error = api_error(
+        lambda: import_image(client, region, client_token=token, tags=tags, bucket="other")
+    )
+    assert (error.status_code, error.code) == (400, "IdempotentParameterMismatch")
+
+    image = describe(client, region, first.image_id).images.image[0]
+    assert image.status == "Creating"
+    assert {(t.tag_key, t.tag_value) for t in image.tags.tag} == set(tags)
+    assert describe_tasks(client, region).total_count == 1
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_describe_tasks_filters(emulator, mode):
+    client = make_client(emulator, mode)
+    region = fresh_region()
+    emulator.admin("POST", "images", {"regionId": region, "imageId": f"m-export-{mode}"})
+    first = import_image(client, region)
+    second = import_image(client, region)
+    export = export_image(client, region, f"m-export-{mode}")
+    redeploy = seed_task(emulator, region, "RedeployInstance")
+
+    def ids(**filters):
+        return sorted(t.task_id for t in describe_tasks(client, region, **filters).task_set.task)
+
+    assert ids(task_ids=f"{first.task_id},{export}") == sorted([first.task_id, export])
+    # ResourceIds is a list in the SDK, sent as ResourceIds.1, ResourceIds.2 …
+    assert ids(resource_ids=[second.image_id, f"m-export-{mode}"]) == sorted(
+        [second.task_id, export]
+    )
+    assert ids(task_action="ExportImage") == [export]
+    assert ids(task_action="RedeployInstance") == [redeploy]
+    # One task runs per region at a time: the first import processes, the rest wait.
+    assert ids(task_status="Processing") == sorted([first.task_id, redeploy])
+    assert ids(task_status="Finished") == []
+
+    listed = describe_tasks(client, region, task_ids=first.task_id).task_set.task[0]
+    assert (listed.task_action, listed.task_status, listed.support_cancel) == (
+        "ImportImage",
+        "Processing",
+        "true",
+    )
+    assert listed.resource_id == first.image_id
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\dZ", listed.creation_time)
+
+    page = describe_tasks(client, region, page_size=3, page_number=2)
+    assert (page.total_count, page.page_number, page.page_size) == (4, 2, 3)
+    assert len(page.task_set.task) == 1
+
+
+@pytest.mark.parametrize("mode", ["v3", "sts-v2"])
+def test_task_progress_rises_and_a_failed_task_says_why(emulator, mode):
+    client = make_client(emulator, mode)
+    region = fresh_region()
+    emulator.admin(
+        "POST",
+        "faults",
+        {"failTasks": [{"action": "ImportImage", "regionId": region, "count": 1}]},
+    )
+    failing = import_image(client, region)
+    healthy = import_image(client, region)
+
+    progress = []
+    while True:
+        body = task_attribute(client, region, failing.task_id)
+        if body.task_status != "Processing":
+            break
+        assert body.operation_progress_set.operation_progress[0].error_code == ""
+        progress.append(int(body.task_process.rstrip("%")))
+        time.sleep(COPY_SECONDS / 10)
+    assert len(progress) >= 2 and progress == sorted(progress), progress
+    assert progress[-1] > progress[0]
+
+    assert (body.task_status, body.task_process, body.failed_count) == ("Failed", "50%", 1)
+    operation = body.operation_progress_set.operation_progress[0]
+    assert (operation.operation_status, operation.error_code) == (
+        "Failed",
+        "ImportImage.OssObjectNotFound",
+    )
+    assert operation.error_msg
+    assert describe(client, region, failing.image_id).images.image[0].status == "CreateFailed"
+    failed = describe_tasks(client, region, task_status="Failed").task_set.task
+    assert [t.task_id for t in failed] == [failing.task_id]
+
+    # The rule was used up: the next import runs to the end.
+    deadline = time.monotonic() + COPY_SECONDS * 4
+    while task_attribute(client, region, healthy.task_id).task_status != "Finished":
+        assert time.monotonic() < deadline
+        time.sleep(0.2)
+    body = task_attribute(client, region, healthy.task_id)
+    assert (body.task_process, body.success_count, body.support_cancel) == ("100%", 1, "false")
+    assert body.operation_progress_set.operation_progress[0].operation_status == "Success"
+    assert describe(client, region, healthy.image_id).images.image[0].status == "Available"
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_cancel_task_answers_each_documented_code(emulator, mode):
+    client = make_client(emulator, mode)
+    region = SOURCE_REGION
+
+    error = api_error(lambda: cancel_task(client, region, "t-doesnotexist"))
+    assert (error.status_code, error.code) == (400, "InvalidTaskId.NotFound")
+    assert error.data["Message"] == 'The specified "TaskId" is not found.'
+
+    redeploy = seed_task(emulator, region, "RedeployInstance")
+    error = api_error(lambda: cancel_task(client, region, redeploy))
+    assert (error.status_code, error.code) == (403, "InvalidTaskId.TaskActionNotSupport")
+    assert error.data["Message"] == "The specified task action not support."
+
+    finished = seed_task(emulator, region, "ExportImage", status="Finished")
+    error = api_error(lambda: cancel_task(client, region, finished))
+    assert (error.status_code, error.code) == (403, "InvalidTaskId.IncorrectTaskStatus")
+    assert error.data["Message"] == "The specified task status is not invalid."
+
+    error = api_error(lambda: cancel_task(client, "mars-1", redeploy))
+    assert (error.status_code, error.code) == (400, "InvalidRegionId.NotFound")
+
+    imported = import_image(client, region)
+    emulator.admin("POST", "faults", {"cancelTaskFailed": True})
+    try:
+        error = api_error(lambda: cancel_task(client, region, imported.task_id))
+    finally:
+        emulator.admin("POST", "faults", {"cancelTaskFailed": False})
+    assert (error.status_code, error.code) == (403, "CancelTaskFailed")
+    assert error.data["Message"] == "The task is failed to cancel, Please contact the administrator."
+
+    cancel_task(client, region, imported.task_id)
+    assert task_attribute(client, region, imported.task_id).task_status == "Deleted"
+    assert describe(client, region, imported.image_id).total_count == 0
+    error = api_error(lambda: cancel_task(client, region, imported.task_id))
+    assert error.code == "InvalidTaskId.IncorrectTaskStatus"
