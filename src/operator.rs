@@ -1,5 +1,6 @@
-//! `ecs-image-operator run`: the controller process — Kubernetes client, ECS client, the
-//! `ImageCopy` controller, and the `/metrics`, `/healthz`, `/readyz` endpoints.
+//! `ecs-image-operator run`: the controller process — Kubernetes client, ECS client, one
+//! controller per kind under one shutdown and one leader lease, and the `/metrics`,
+//! `/healthz`, `/readyz` endpoints.
 
 use std::hash::{Hash, Hasher};
 use std::io::IsTerminal;
@@ -22,9 +23,10 @@ use kube::runtime::{WatchStreamExt, reflector};
 use kube::{Api, Client};
 use tracing::{error, info, warn};
 
-use crate::api::ImageCopy;
+use crate::api::{ImageCopy, ImageExport, ImageImport};
 use crate::controller::metrics::Metrics;
-use crate::controller::{Context, Timing, image_copy};
+use crate::controller::task::{self, CloudTask};
+use crate::controller::{Context, Timing};
 use crate::ecs::{CallObserver, CredentialsProvider, EcsClient, EcsClientConfig, Fence};
 use crate::leader::{ElectionTiming, LeaderElector, LeaseConfig};
 
@@ -65,7 +67,7 @@ pub struct RunArgs {
     /// Client-side limit of ECS calls per second per region.
     #[arg(long, default_value_t = 10)]
     pub region_qps: u32,
-    /// Objects reconciled at once.
+    /// Objects of each kind reconciled at once.
     #[arg(long, default_value_t = 16)]
     pub concurrency: u16,
     /// Reconcile only while holding a Lease, so several replicas can run safely. On by default;
@@ -265,14 +267,10 @@ async fn serve(args: RunArgs) -> Result<(), String> {
         let _ = server.await;
     };
 
-    let api: Api<ImageCopy> = match &args.namespace {
-        Some(ns) => Api::namespaced(client.clone(), ns),
-        None => Api::all(client.clone()),
-    };
-    // The CRD must be installed; fail clearly rather than watch a missing resource forever.
-    api.list(&kube::api::ListParams::default().limit(1))
-        .await
-        .map_err(|e| format!("cannot list ImageCopy objects (is the CRD installed? `ecs-image-operator crd | kubectl apply -f -`): {e}"))?;
+    // Every kind's CRD must be installed; fail clearly rather than watch a missing resource.
+    probe::<ImageCopy>(&client, args.namespace.as_deref()).await?;
+    probe::<ImageImport>(&client, args.namespace.as_deref()).await?;
+    probe::<ImageExport>(&client, args.namespace.as_deref()).await?;
     ready.store(true, Ordering::SeqCst);
 
     let elector = args.leader_elect.then(|| {
@@ -318,36 +316,39 @@ async fn serve(args: RunArgs) -> Result<(), String> {
             let _ = stop_tx.send(true);
         });
     }
-    let stop_requested = move || {
-        let mut stop_rx = stop_rx.clone();
-        async move {
-            let _ = stop_rx.wait_for(|stop| *stop).await;
+    let stop_requested = {
+        let stop_rx = stop_rx.clone();
+        move || {
+            let mut stop_rx = stop_rx.clone();
+            async move {
+                let _ = stop_rx.wait_for(|stop| *stop).await;
+            }
         }
     };
-    // Only changes that need work wake the controller: a status write (ours) must not, or an
-    // error path whose status changes would retry at once instead of after its backoff.
-    let (reader, writer) = reflector::store();
-    let changes = watcher(api, watcher::Config::default().any_semantic())
-        .default_backoff()
-        .reflect(writer)
-        .applied_objects()
-        .predicate_filter(needs_reconcile, Default::default());
-    // The controller holds its workers until the cache has its first listing, and a graceful
-    // stop before that would leave it waiting forever: so the stop waits for the cache too, and
-    // a drain that takes too long (the API server gone, say) is cut short.
-    let cache = reader.clone();
-    let graceful = {
-        let stop_requested = stop_requested.clone();
-        async move {
-            let _ = cache.wait_until_ready().await;
-            stop_requested().await;
-        }
-    };
-    let controller = Controller::for_stream(changes, reader)
-        .with_config(ControllerConfig::default().concurrency(args.concurrency))
-        .graceful_shutdown_on(graceful)
-        .run(image_copy::reconcile, image_copy::error_policy, ctx)
-        .for_each(|_| futures::future::ready(()));
+    let namespace = args.namespace.as_deref();
+    let controller = futures::future::join3(
+        run_kind::<ImageCopy>(
+            &client,
+            namespace,
+            ctx.clone(),
+            args.concurrency,
+            stop_rx.clone(),
+        ),
+        run_kind::<ImageImport>(
+            &client,
+            namespace,
+            ctx.clone(),
+            args.concurrency,
+            stop_rx.clone(),
+        ),
+        run_kind::<ImageExport>(
+            &client,
+            namespace,
+            ctx.clone(),
+            args.concurrency,
+            stop_rx.clone(),
+        ),
+    );
     tokio::select! {
         _ = controller => {}
         _ = async {
@@ -369,13 +370,68 @@ async fn serve(args: RunArgs) -> Result<(), String> {
     Ok(())
 }
 
+fn api<K: CloudTask>(client: &Client, namespace: Option<&str>) -> Api<K> {
+    match namespace {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    }
+}
+
+async fn probe<K: CloudTask>(client: &Client, namespace: Option<&str>) -> Result<(), String> {
+    api::<K>(client, namespace)
+        .list(&kube::api::ListParams::default().limit(1))
+        .await
+        .map(drop)
+        .map_err(|e| {
+            format!(
+                "cannot list {} objects (are the CRDs installed? `ecs-image-operator crd | kubectl apply -f -`): {e}",
+                K::KIND
+            )
+        })
+}
+
+/// One kind's controller until `stop` turns true and its reconciliations drain.
+async fn run_kind<K: CloudTask>(
+    client: &Client,
+    namespace: Option<&str>,
+    ctx: Arc<Context>,
+    concurrency: u16,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    // Only changes that need work wake the controller: a status write (ours) must not, or an
+    // error path whose status changes would retry at once instead of after its backoff.
+    let (reader, writer) = reflector::store();
+    let changes = watcher(
+        api::<K>(client, namespace),
+        watcher::Config::default().any_semantic(),
+    )
+    .default_backoff()
+    .reflect(writer)
+    .applied_objects()
+    .predicate_filter(needs_reconcile::<K>, Default::default());
+    // The controller holds its workers until the cache has its first listing, and a graceful
+    // stop before that would leave it waiting forever: so the stop waits for the cache too.
+    let cache = reader.clone();
+    let graceful = async move {
+        let _ = cache.wait_until_ready().await;
+        let _ = stop.wait_for(|stop| *stop).await;
+    };
+    Controller::for_stream(changes, reader)
+        .with_config(ControllerConfig::default().concurrency(concurrency))
+        .graceful_shutdown_on(graceful)
+        .run(task::reconcile::<K>, task::error_policy::<K>, ctx)
+        .for_each(|_| futures::future::ready(()))
+        .await;
+}
+
 /// What a reconciliation depends on besides the cloud: the spec (generation), the finalizers,
 /// and whether deletion started.
-fn needs_reconcile(obj: &ImageCopy) -> Option<u64> {
+fn needs_reconcile<K: CloudTask>(obj: &K) -> Option<u64> {
+    let meta = obj.meta();
     let mut hasher = std::hash::DefaultHasher::new();
-    obj.metadata.generation.hash(&mut hasher);
-    obj.metadata.finalizers.hash(&mut hasher);
-    obj.metadata.deletion_timestamp.is_some().hash(&mut hasher);
+    meta.generation.hash(&mut hasher);
+    meta.finalizers.hash(&mut hasher);
+    meta.deletion_timestamp.is_some().hash(&mut hasher);
     Some(hasher.finish())
 }
 

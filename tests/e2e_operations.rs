@@ -129,7 +129,7 @@ async fn operator_works_with_only_the_rbac_of_deploy_rbac_yaml() {
         .expect("metrics body");
     for line in [
         r#"ecs_image_operator_ecs_calls_total{action="CopyImage",result="ok"} 1"#,
-        r#"ecs_image_operator_copies_in_flight{region="cn-shanghai"} 0"#,
+        r#"ecs_image_operator_tasks_in_flight{kind="ImageCopy",region="cn-shanghai"} 0"#,
         r#"ecs_image_operator_copy_duration_seconds_count{source_region="cn-hangzhou",destination_region="cn-shanghai"} 1"#,
     ] {
         assert!(

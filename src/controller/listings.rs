@@ -1,9 +1,10 @@
-//! Region-batched listing of the images this operator owns.
+//! Region-batched listings shared by every object: the images this operator owns (copies and
+//! imports are followed from them) and the export tasks running in a region.
 //!
 //! Every in-flight copy to a region is followed from one `DescribeImages` listing of that region
 //! (owner-tag filter, every status, 100 per page), shared by all objects and refreshed at most
-//! once per poll interval. So the number of DescribeImages calls grows with regions and ticks,
-//! not with the number of objects.
+//! once per poll interval; running exports likewise from one `DescribeTasks` listing. So the
+//! number of calls grows with regions and ticks, not with the number of objects.
 //!
 //! A listing runs as its own task: callers wait for it at most `wait_limit` and then give up with
 //! a transient error, so a region whose endpoint hangs holds no reconcile worker for long and the
@@ -19,7 +20,15 @@ use futures::future::{BoxFuture, Shared};
 use k8s_openapi::jiff::Timestamp;
 
 use crate::api::OWNER_UID_TAG;
-use crate::ecs::{DescribeImagesRequest, EcsClient, EcsError, Image, ImageStatus, MAX_PAGE_SIZE};
+use crate::ecs::{
+    DescribeImagesRequest, DescribeTasksRequest, EcsClient, EcsError, Image, ImageStatus,
+    MAX_PAGE_SIZE, Task,
+};
+
+/// Something listed per region and shared: how to fetch it.
+pub trait Listed: Send + Sync + Sized + 'static {
+    fn fetch(ecs: EcsClient, region: String) -> BoxFuture<'static, Result<Self, EcsError>>;
+}
 
 /// Every status a copy can be in. Without an explicit list ECS returns only Available images;
 /// an owned image missing from the list would look deleted and be copied again, so `Deprecated`
@@ -44,6 +53,53 @@ pub struct Listing {
     pub images: HashMap<String, Image>,
 }
 
+impl Listed for Listing {
+    fn fetch(ecs: EcsClient, region: String) -> BoxFuture<'static, Result<Self, EcsError>> {
+        async move {
+            let taken_at = Timestamp::now();
+            let images = list_owned_images(&ecs, &region).await?;
+            Ok(Listing {
+                taken_at,
+                images: images
+                    .into_iter()
+                    .map(|i| (i.image_id.clone(), i))
+                    .collect(),
+            })
+        }
+        .boxed()
+    }
+}
+
+/// The export tasks running (`Processing`) in one region at one moment.
+#[derive(Debug)]
+pub struct RunningExports {
+    /// When the listing request started.
+    pub taken_at: Timestamp,
+    pub tasks: HashMap<String, Task>,
+}
+
+impl Listed for RunningExports {
+    fn fetch(ecs: EcsClient, region: String) -> BoxFuture<'static, Result<Self, EcsError>> {
+        async move {
+            let taken_at = Timestamp::now();
+            let tasks = ecs
+                .describe_all_tasks(&DescribeTasksRequest {
+                    region,
+                    task_action: Some("ExportImage".into()),
+                    task_status: Some("Processing".into()),
+                    page_size: Some(MAX_PAGE_SIZE),
+                    ..Default::default()
+                })
+                .await?;
+            Ok(RunningExports {
+                taken_at,
+                tasks: tasks.into_iter().map(|t| (t.task_id.clone(), t)).collect(),
+            })
+        }
+        .boxed()
+    }
+}
+
 impl Listing {
     /// The listed images tagged with `uid` as their owner.
     pub fn owned_by<'a>(&'a self, uid: &'a str) -> impl Iterator<Item = &'a Image> + 'a {
@@ -56,22 +112,22 @@ impl Listing {
 /// Key: (region, AccessKeyId) — objects with their own Secret may see another account.
 type Key = (String, String);
 
-type Fetch = Shared<BoxFuture<'static, Result<Arc<Listing>, EcsError>>>;
+type Fetch<T> = Shared<BoxFuture<'static, Result<Arc<T>, EcsError>>>;
 
-struct Slot {
-    fetched: Option<(Instant, Arc<Listing>)>,
-    in_flight: Option<Fetch>,
+struct Slot<T> {
+    fetched: Option<(Instant, Arc<T>)>,
+    in_flight: Option<Fetch<T>>,
     last_used: Instant,
 }
 
-pub struct RegionListings {
+pub struct RegionListings<T> {
     max_age: Duration,
     wait_limit: Duration,
     idle_eviction: Duration,
-    slots: Arc<Mutex<HashMap<Key, Slot>>>,
+    slots: Arc<Mutex<HashMap<Key, Slot<T>>>>,
 }
 
-impl RegionListings {
+impl<T: Listed> RegionListings<T> {
     /// `max_age` is how old a shared listing may be before the next reader refreshes it.
     pub fn new(max_age: Duration) -> Self {
         // Long enough for a healthy listing of many pages, short enough that a hanging endpoint
@@ -106,7 +162,7 @@ impl RegionListings {
         ecs: &EcsClient,
         access_key_id: &str,
         region: &str,
-    ) -> Result<Arc<Listing>, EcsError> {
+    ) -> Result<Arc<T>, EcsError> {
         let key = (region.to_string(), access_key_id.to_string());
         let fetch = {
             let mut slots = self.slots.lock().unwrap_or_else(|e| e.into_inner());
@@ -142,19 +198,10 @@ impl RegionListings {
     }
 
     /// Runs the listing as a task of its own that stores its result in the slot when done.
-    fn start_fetch(&self, ecs: EcsClient, key: Key) -> Fetch {
+    fn start_fetch(&self, ecs: EcsClient, key: Key) -> Fetch<T> {
         let slots = self.slots.clone();
         let task = tokio::spawn(async move {
-            let taken_at = Timestamp::now();
-            let result = list_owned_images(&ecs, &key.0).await.map(|images| {
-                Arc::new(Listing {
-                    taken_at,
-                    images: images
-                        .into_iter()
-                        .map(|i| (i.image_id.clone(), i))
-                        .collect(),
-                })
-            });
+            let result = T::fetch(ecs, key.0.clone()).await.map(Arc::new);
             let mut slots = slots.lock().unwrap_or_else(|e| e.into_inner());
             if let Some(slot) = slots.get_mut(&key) {
                 slot.in_flight = None;
@@ -241,7 +288,7 @@ mod tests {
     #[tokio::test]
     async fn a_hanging_region_neither_holds_its_callers_nor_blocks_other_regions() {
         let (ecs, seen) = fake_ecs("cn-hangzhou").await;
-        let listings = RegionListings::with_limits(
+        let listings = RegionListings::<Listing>::with_limits(
             Duration::from_secs(10),
             Duration::from_millis(300),
             Duration::from_secs(600),
@@ -266,7 +313,7 @@ mod tests {
     #[tokio::test]
     async fn slots_nobody_asks_for_are_dropped() {
         let (ecs, _) = fake_ecs("none").await;
-        let listings = RegionListings::with_limits(
+        let listings = RegionListings::<Listing>::with_limits(
             Duration::from_secs(10),
             Duration::from_secs(5),
             Duration::from_millis(100),

@@ -33,7 +33,8 @@ pub struct CallLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct RegionLabels {
+pub struct KindRegionLabels {
+    pub kind: String,
     pub region: String,
 }
 
@@ -48,13 +49,13 @@ pub struct Metrics {
     reconciles: Family<KindLabels, Counter>,
     errors: Family<ErrorLabels, Counter>,
     ecs_calls: Family<CallLabels, Counter>,
-    in_flight: Family<RegionLabels, Gauge>,
+    in_flight: Family<KindRegionLabels, Gauge>,
     copy_duration: Family<RegionPairLabels, Histogram>,
     undecodable_items: Counter,
     listing_misses: Family<KindLabels, Counter>,
     duplicates_removed: Family<KindLabels, Counter>,
-    /// Object UID → destination region of the copies counted in `in_flight`.
-    in_flight_objects: Mutex<HashMap<String, String>>,
+    /// Object UID → the labels it is counted under in `in_flight`.
+    in_flight_objects: Mutex<HashMap<String, KindRegionLabels>>,
 }
 
 impl Default for Metrics {
@@ -74,10 +75,10 @@ impl Default for Metrics {
             "ECS API calls (HTTP attempts) by action and result",
             ecs_calls.clone(),
         );
-        let in_flight = Family::<RegionLabels, Gauge>::default();
+        let in_flight = Family::<KindRegionLabels, Gauge>::default();
         registry.register(
-            "copies_in_flight",
-            "Image copies queued or running, by destination region",
+            "tasks_in_flight",
+            "Objects whose ECS task (copy, import, export) is queued or running, by kind and region",
             in_flight.clone(),
         );
         let copy_duration = Family::<RegionPairLabels, Histogram>::new_with_constructor(|| {
@@ -137,29 +138,25 @@ impl Metrics {
             .inc();
     }
 
-    /// Marks a copy as in flight to `region` (or, with `None`, as no longer in flight).
-    pub fn set_in_flight(&self, uid: &str, region: Option<&str>) {
+    /// Marks an object's task as in flight in `region` (or, with `None`, as no longer in flight).
+    pub fn set_in_flight(&self, kind: &str, uid: &str, region: Option<&str>) {
         let mut objects = self
             .in_flight_objects
             .lock()
             .unwrap_or_else(|e| e.into_inner());
-        let before = objects.get(uid).cloned();
-        if before.as_deref() == region {
+        let wanted = region.map(|region| KindRegionLabels {
+            kind: kind.into(),
+            region: region.into(),
+        });
+        if objects.get(uid) == wanted.as_ref() {
             return;
         }
-        if let Some(old) = before {
-            self.in_flight
-                .get_or_create(&RegionLabels { region: old })
-                .dec();
-            objects.remove(uid);
+        if let Some(old) = objects.remove(uid) {
+            self.in_flight.get_or_create(&old).dec();
         }
-        if let Some(region) = region {
-            self.in_flight
-                .get_or_create(&RegionLabels {
-                    region: region.into(),
-                })
-                .inc();
-            objects.insert(uid.to_string(), region.to_string());
+        if let Some(labels) = wanted {
+            self.in_flight.get_or_create(&labels).inc();
+            objects.insert(uid.to_string(), labels);
         }
     }
 
@@ -217,13 +214,22 @@ mod tests {
     #[test]
     fn in_flight_gauge_follows_objects_without_double_counting() {
         let metrics = Metrics::default();
-        metrics.set_in_flight("a", Some("cn-shanghai"));
-        metrics.set_in_flight("a", Some("cn-shanghai"));
-        metrics.set_in_flight("b", Some("cn-shanghai"));
-        metrics.set_in_flight("a", None);
+        metrics.set_in_flight("ImageCopy", "a", Some("cn-shanghai"));
+        metrics.set_in_flight("ImageCopy", "a", Some("cn-shanghai"));
+        metrics.set_in_flight("ImageCopy", "b", Some("cn-shanghai"));
+        metrics.set_in_flight("ImageImport", "c", Some("cn-shanghai"));
+        metrics.set_in_flight("ImageCopy", "a", None);
         let text = metrics.encode().unwrap();
         assert!(
-            text.contains(r#"ecs_image_operator_copies_in_flight{region="cn-shanghai"} 1"#),
+            text.contains(
+                r#"ecs_image_operator_tasks_in_flight{kind="ImageCopy",region="cn-shanghai"} 1"#
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                r#"ecs_image_operator_tasks_in_flight{kind="ImageImport",region="cn-shanghai"} 1"#
+            ),
             "{text}"
         );
     }

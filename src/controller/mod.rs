@@ -1,21 +1,26 @@
-//! The controllers. One module per kind; each keeps its decisions in a pure `decide` module and
-//! does the IO (Kubernetes, ECS, events, metrics) around it.
+//! The controllers: a kind-neutral core ([`task`]) and one module per kind, each keeping its
+//! decisions in a pure `decide` module.
 
 pub mod conditions;
 pub mod credentials;
+pub mod ecs_tasks;
 pub mod image_copy;
+pub mod image_export;
+pub mod image_import;
 pub mod listings;
 pub mod metrics;
+pub mod owned_images;
+pub mod task;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use kube::Client;
 use kube::runtime::events::Recorder;
 
 use crate::ecs::{CredentialsProvider, EcsClient, EcsError};
-use listings::RegionListings;
+use listings::{Listing, RegionListings, RunningExports};
 use metrics::Metrics;
 
 /// Timing knobs of the controllers.
@@ -52,8 +57,13 @@ pub struct Context {
     pub default_credentials: Option<CredentialsProvider>,
     pub recorder: Recorder,
     pub metrics: Arc<Metrics>,
-    pub listings: RegionListings,
+    /// The owned images of each region, shared by copies and imports.
+    pub listings: RegionListings<Listing>,
+    /// The running export tasks of each region.
+    pub running_exports: RegionListings<RunningExports>,
     pub timing: Timing,
+    /// When each object last read its task's progress by id (exports: listings carry none).
+    pub progress_reads: Throttle,
     backoffs: Backoffs,
 }
 
@@ -73,7 +83,9 @@ impl Context {
             recorder,
             metrics,
             listings: RegionListings::new(timing.poll_interval),
+            running_exports: RegionListings::new(timing.poll_interval),
             backoffs: Backoffs::new(timing.poll_interval, timing.max_backoff),
+            progress_reads: Throttle::new(timing.poll_interval * PROGRESS_READ_POLLS),
             timing,
         }
     }
@@ -85,13 +97,53 @@ impl Context {
 
     /// Drops everything kept for an object that is gone, so per-object state does not grow
     /// with every object ever seen.
-    pub fn forget(&self, uid: &str) {
+    pub fn forget(&self, kind: &str, uid: &str) {
         self.backoffs.reset(uid);
-        self.metrics.set_in_flight(uid, None);
+        self.progress_reads.forget(uid);
+        self.metrics.set_in_flight(kind, uid, None);
     }
 
     pub fn reset_failures(&self, uid: &str) {
         self.backoffs.reset(uid);
+    }
+}
+
+/// Progress read by id at most once per this many poll intervals per object: the shared
+/// listing follows the task's status every poll, the progress needs one call per object.
+const PROGRESS_READ_POLLS: u32 = 3;
+
+/// At most one action per object per interval.
+pub struct Throttle {
+    every: Duration,
+    last: Mutex<HashMap<String, Instant>>,
+}
+
+impl Throttle {
+    pub fn new(every: Duration) -> Self {
+        Throttle {
+            every,
+            last: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Whether `uid` may act now; if so, counts this as its action.
+    pub fn due(&self, uid: &str) -> bool {
+        let mut last = self.last.lock().unwrap_or_else(|e| e.into_inner());
+        let now = Instant::now();
+        match last.get(uid) {
+            Some(at) if now.duration_since(*at) < self.every => false,
+            _ => {
+                last.insert(uid.to_string(), now);
+                true
+            }
+        }
+    }
+
+    pub fn forget(&self, uid: &str) {
+        self.last
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(uid);
     }
 }
 
@@ -160,9 +212,9 @@ pub enum Error {
     /// ECS answered with something that could not be decoded where a decision depends on it.
     #[error("unreadable ECS answer: {0}")]
     Unreadable(String),
-    /// Not a failure: the finalizer stays until ECS finishes a copy it could not cancel.
-    #[error("waiting for the copy of {0} to finish; ECS cannot cancel it")]
-    WaitingForCopy(String),
+    /// Not a failure: the finalizer stays until ECS finishes work it could not cancel.
+    #[error("waiting for {0} to finish; ECS cannot cancel it")]
+    WaitingForTask(String),
 }
 
 impl Error {
@@ -175,7 +227,7 @@ impl Error {
             Error::Credentials { reason, .. } => (*reason).to_string(),
             Error::Unreadable(_) => "Unreadable".into(),
             Error::DeletionBlocked { code, .. } => code.clone(),
-            Error::WaitingForCopy(_) => "WaitingForCopy".into(),
+            Error::WaitingForTask(_) => "WaitingForTask".into(),
         }
     }
 }
@@ -204,5 +256,15 @@ mod tests {
             "deleted objects leave nothing behind"
         );
         assert!(backoffs.next("a") < Duration::from_secs_f64(1.3));
+    }
+
+    #[test]
+    fn throttle_lets_each_object_act_once_per_interval() {
+        let throttle = Throttle::new(Duration::from_secs(60));
+        assert!(throttle.due("a"));
+        assert!(!throttle.due("a"), "again within the interval");
+        assert!(throttle.due("b"), "objects are throttled each on its own");
+        throttle.forget("a");
+        assert!(throttle.due("a"), "a forgotten object starts afresh");
     }
 }

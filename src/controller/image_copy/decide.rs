@@ -3,47 +3,19 @@
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+
 use crate::api::image_copy::{CopyPhase, DeletionPolicy, ImageCopyStatus};
 use crate::controller::conditions::{self, QUEUED, READY, RECONCILING, STALLED, Wanted};
+pub use crate::controller::owned_images::{
+    CleanupStep, ImageSnapshot, ImageState, keep_best, release_step,
+};
+use crate::controller::task::decide::{
+    Common, CommonPhase, Notice, TaskStatus, finish, next_common, progress_step_crossed,
+};
 
 /// Reason of the `Reconciling` condition while ECS refuses to cancel a copy.
 pub const CANCEL_NOT_SUPPORTED: &str = "CancelNotSupported";
-
-/// ECS's view of the destination image.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ImageSnapshot {
-    pub image_id: String,
-    pub state: ImageState,
-    /// As ECS reports it, e.g. `45%`.
-    pub progress: Option<String>,
-    /// `Usable` when ECS says; `None` when it does not.
-    pub usable: Option<bool>,
-}
-
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum ImageState {
-    /// Queued behind other copies to the same region.
-    Waiting,
-    Creating,
-    Available,
-    /// `CreateFailed`, `UnAvailable` or anything else that will not become Available.
-    Failed(String),
-}
-
-impl ImageState {
-    pub fn from_ecs(status: &str) -> ImageState {
-        match status {
-            "Waiting" => ImageState::Waiting,
-            "Creating" => ImageState::Creating,
-            "Available" => ImageState::Available,
-            other => ImageState::Failed(other.to_string()),
-        }
-    }
-
-    pub fn in_flight(&self) -> bool {
-        matches!(self, ImageState::Waiting | ImageState::Creating)
-    }
-}
 
 /// What the reconciler learned about the destination image this time.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -118,40 +90,10 @@ pub fn decide_apply(status: &ImageCopyStatus, observation: &Observation) -> Appl
     }
 }
 
-/// The image to keep among several this object owns — a live one before a failed one, the
-/// furthest along first — and the rest.
-pub fn keep_best(images: &[ImageSnapshot]) -> (ImageSnapshot, Vec<ImageSnapshot>) {
-    let rank = |s: &ImageSnapshot| match s.state {
-        ImageState::Available => 0,
-        ImageState::Creating => 1,
-        ImageState::Waiting => 2,
-        ImageState::Failed(_) => 3,
-    };
-    let mut sorted = images.to_vec();
-    sorted.sort_by(|a, b| rank(a).cmp(&rank(b)).then(a.image_id.cmp(&b.image_id)));
-    let best = sorted.remove(0);
-    (best, sorted)
-}
-
 /// Whether deleting the object needs the cloud at all: not when no CopyImage was ever begun
 /// (a refused CopyImage does not count) and no image was ever recorded.
 pub fn nothing_started(status: &ImageCopyStatus) -> bool {
     status.image_id.is_none() && status.copy_attempts.unwrap_or(0) <= 0
-}
-
-/// The next step of the delete path.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum CleanupStep {
-    /// The copy is in flight: CancelCopyImage.
-    Cancel { image_id: String },
-    /// ECS cannot cancel this copy: wait for it to finish, then apply the policy.
-    WaitForCopy,
-    /// Finished (or failed) with `deletionPolicy: Delete`: DeleteImage.
-    Delete { image_id: String },
-    /// Finished with `deletionPolicy: Retain`: leave the image.
-    Retain { image_id: String },
-    /// Nothing exists: release the finalizer.
-    Done,
 }
 
 /// `image` is the destination image as ECS shows it now (`None`: it does not exist).
@@ -160,23 +102,9 @@ pub fn decide_cleanup(
     status: &ImageCopyStatus,
     image: Option<&ImageSnapshot>,
 ) -> CleanupStep {
-    let Some(image) = image else {
-        return CleanupStep::Done;
-    };
     let cancel_refused = conditions::find(&status.conditions, RECONCILING)
         .is_some_and(|c| c.status == "True" && c.reason == CANCEL_NOT_SUPPORTED);
-    match (&image.state, policy) {
-        (state, _) if state.in_flight() && cancel_refused => CleanupStep::WaitForCopy,
-        (state, _) if state.in_flight() => CleanupStep::Cancel {
-            image_id: image.image_id.clone(),
-        },
-        (_, DeletionPolicy::Delete) => CleanupStep::Delete {
-            image_id: image.image_id.clone(),
-        },
-        (_, DeletionPolicy::Retain) => CleanupStep::Retain {
-            image_id: image.image_id.clone(),
-        },
-    }
+    release_step(policy, image, cancel_refused)
 }
 
 /// How a CancelCopyImage error changes the delete path.
@@ -204,40 +132,6 @@ pub fn classify_cancel_error(code: &str, message: &str) -> CancelRefusal {
     }
 }
 
-/// Something that happened, to become a Kubernetes Event.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Notice {
-    pub warning: bool,
-    pub reason: &'static str,
-    pub message: String,
-    /// The Event's `action`. Events with equal reason and action are merged into one series
-    /// that keeps the first message, so notices that must each be seen differ in action.
-    pub action: String,
-}
-
-impl Notice {
-    pub fn normal(reason: &'static str, message: impl Into<String>) -> Self {
-        Notice {
-            warning: false,
-            reason,
-            message: message.into(),
-            action: "Reconcile".into(),
-        }
-    }
-
-    pub fn warning(reason: &'static str, message: impl Into<String>) -> Self {
-        Notice {
-            warning: true,
-            ..Notice::normal(reason, message)
-        }
-    }
-
-    fn with_action(mut self, action: String) -> Self {
-        self.action = action;
-        self
-    }
-}
-
 /// The outcome the status should show.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Outcome {
@@ -252,32 +146,12 @@ pub enum Outcome {
     Lost {
         image_id: String,
     },
-    /// A terminal error: `code` is the ECS error code (or our own reason).
-    Stalled {
-        code: String,
-        message: String,
-    },
+    /// Shown the same way by every kind.
+    Common(Common),
     /// CopyImage answered with a terminal error, so the attempt recorded before it made
-    /// nothing: stalled as above, and the attempt no longer counts.
+    /// nothing: stalled like `Common::Stalled`, and the attempt no longer counts.
     CopyRefused {
         code: String,
-        message: String,
-    },
-    /// The object is being deleted but the finalizer cannot finish: `code` is the ECS error code
-    /// or our own reason (for example `SecretNotFound`).
-    DeletionBlocked {
-        code: String,
-        message: String,
-    },
-    /// A retryable error; the copy goes on.
-    Retrying {
-        code: String,
-        message: String,
-    },
-    /// Being deleted.
-    Deleting {
-        phase: CopyPhase,
-        reason: &'static str,
         message: String,
     },
 }
@@ -290,7 +164,6 @@ pub fn next_status(
     now: &Time,
 ) -> (ImageCopyStatus, Vec<Notice>) {
     let mut status = previous.clone();
-    status.observed_generation = generation;
     let mut notices = Vec::new();
     let wanted: Vec<Wanted>;
     match outcome {
@@ -473,109 +346,53 @@ pub fn next_status(
                 Wanted::new(QUEUED, false, "Pending", ""),
             ];
         }
-        Outcome::Stalled { code, message } | Outcome::CopyRefused { code, message } => {
-            if matches!(outcome, Outcome::CopyRefused { .. }) && status.image_id.is_none() {
+        Outcome::Common(common) => return next_common(previous, generation, common, now),
+        Outcome::CopyRefused { code, message } => {
+            let stalled = Common::Stalled {
+                code: code.clone(),
+                message: message.clone(),
+            };
+            let (mut status, notices) = next_common(previous, generation, &stalled, now);
+            if status.image_id.is_none() {
                 status.copy_attempts = Some((previous.copy_attempts.unwrap_or(0) - 1).max(0));
             }
-            status.phase = Some(CopyPhase::Failed);
-            // The same error again keeps the first message: ECS messages carry a new RequestId
-            // each time, and a status that changes on every attempt re-triggers the reconcile
-            // at once (the watch sees the change), defeating the backoff.
-            let message = match conditions::find(&previous.conditions, STALLED) {
-                Some(c) if c.status == "True" && c.reason == *code => c.message.clone(),
-                _ => {
-                    notices.push(Notice::warning("Failed", format!("{code}: {message}")));
-                    message.clone()
-                }
-            };
-            wanted = vec![
-                Wanted::new(READY, false, "Stalled", format!("{code}: {message}")),
-                Wanted::new(RECONCILING, false, "Stalled", ""),
-                Wanted::new(STALLED, true, code.as_str(), message),
-            ];
-        }
-        Outcome::Retrying { code, message } => {
-            if status.phase.is_none() {
-                status.phase = Some(CopyPhase::Pending);
-            }
-            // As for Stalled: the same error again leaves the status (and so the watch) quiet.
-            let message = match conditions::find(&previous.conditions, RECONCILING) {
-                Some(c) if c.status == "True" && c.reason == *code => c.message.clone(),
-                _ => format!("retrying after {code}: {message}"),
-            };
-            wanted = vec![
-                Wanted::new(RECONCILING, true, code.as_str(), message),
-                Wanted::new(STALLED, false, "Retrying", ""),
-            ];
-        }
-        Outcome::DeletionBlocked { code, message } => {
-            status.phase = Some(CopyPhase::Deleting);
-            let message = match conditions::find(&previous.conditions, STALLED) {
-                Some(c) if c.status == "True" && c.reason == *code => c.message.clone(),
-                _ => {
-                    notices.push(Notice::warning(
-                        "DeletionBlocked",
-                        format!("{code}: {message}; the finalizer stays until this is resolved"),
-                    ));
-                    message.clone()
-                }
-            };
-            wanted = vec![
-                Wanted::new(
-                    READY,
-                    false,
-                    "Deleting",
-                    format!("deletion blocked: {code}"),
-                ),
-                Wanted::new(
-                    RECONCILING,
-                    true,
-                    "Deleting",
-                    format!("deletion blocked: {code}: {message}"),
-                ),
-                Wanted::new(STALLED, true, code.as_str(), message),
-            ];
-        }
-        Outcome::Deleting {
-            phase,
-            reason,
-            message,
-        } => {
-            status.phase = Some(*phase);
-            wanted = vec![
-                Wanted::new(READY, false, "Deleting", message.clone()),
-                Wanted::new(RECONCILING, true, reason, message.clone()),
-            ];
+            return (status, notices);
         }
     }
-    if status.phase.is_none() {
-        status.phase = Some(CopyPhase::Pending);
+    (finish(status, previous, generation, &wanted, now), notices)
+}
+
+impl TaskStatus for ImageCopyStatus {
+    fn conditions(&self) -> &[Condition] {
+        &self.conditions
     }
-    status.conditions = conditions::merge(&previous.conditions, &wanted, generation, now);
-    (status, notices)
-}
 
-/// The 10% step crossed between two progress readings, if any (for at most one event per 10%).
-pub fn progress_step_crossed(previous: Option<&str>, current: &str) -> Option<u8> {
-    let parse = |p: &str| p.trim().trim_end_matches('%').parse::<u8>().ok();
-    let now = parse(current)?;
-    let before = previous.and_then(parse).unwrap_or(0);
-    (now / 10 > before / 10 && now < 100).then_some(now / 10 * 10)
-}
+    fn set_conditions(&mut self, conditions: Vec<Condition>) {
+        self.conditions = conditions;
+    }
 
-/// The ClientToken of the `attempt`-th copy (0-based): the UID first, then `UID-n`, so a
-/// retried CopyImage returns the same image while a copy made again after a loss is new.
-pub fn client_token(uid: &str, attempt: i32) -> String {
-    if attempt == 0 {
-        uid.to_string()
-    } else {
-        format!("{uid}-{attempt}")
+    fn set_observed_generation(&mut self, generation: Option<i64>) {
+        self.observed_generation = generation;
+    }
+
+    fn has_phase(&self) -> bool {
+        self.phase.is_some()
+    }
+
+    fn set_phase(&mut self, phase: CommonPhase) {
+        self.phase = Some(match phase {
+            CommonPhase::Pending => CopyPhase::Pending,
+            CommonPhase::Failed => CopyPhase::Failed,
+            CommonPhase::Cancelling => CopyPhase::Cancelling,
+            CommonPhase::Deleting => CopyPhase::Deleting,
+        });
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::controller::task::decide::client_token;
     use k8s_openapi::jiff::Timestamp;
 
     fn now() -> Time {
@@ -734,10 +551,10 @@ mod tests {
 
     #[test]
     fn a_blocked_deletion_is_shown_once_with_its_code() {
-        let outcome = Outcome::DeletionBlocked {
+        let outcome = Outcome::Common(Common::DeletionBlocked {
             code: "ImageUsingByInstance".into(),
             message: "The image is in use".into(),
-        };
+        });
         let (first, n1) = next_status(&ImageCopyStatus::default(), None, &outcome, &now());
         assert_eq!(first.phase, Some(CopyPhase::Deleting));
         assert_eq!(cond(&first, STALLED).reason, "ImageUsingByInstance");
@@ -853,18 +670,18 @@ mod tests {
 
     #[test]
     fn terminal_error_stalls_with_the_ecs_code_and_warns_once() {
-        let outcome = Outcome::Stalled {
+        let outcome = Outcome::Common(Common::Stalled {
             code: "InvalidImageId.NotFound".into(),
             message: "The specified ImageId does not exist.".into(),
-        };
+        });
         let (first, n1) = next_status(&ImageCopyStatus::default(), None, &outcome, &now());
         assert_eq!(first.phase, Some(CopyPhase::Failed));
         assert_eq!(cond(&first, STALLED).reason, "InvalidImageId.NotFound");
         assert_eq!(n1.len(), 1);
-        let again = Outcome::Stalled {
+        let again = Outcome::Common(Common::Stalled {
             code: "InvalidImageId.NotFound".into(),
             message: "The specified ImageId does not exist. (RequestId R2)".into(),
-        };
+        });
         let (second, n2) = next_status(&first, None, &again, &now());
         assert!(n2.is_empty(), "the same stall is not announced twice");
         assert_eq!(
@@ -875,18 +692,18 @@ mod tests {
 
     #[test]
     fn transient_error_keeps_reconciling() {
-        let outcome = Outcome::Retrying {
+        let outcome = Outcome::Common(Common::Retrying {
             code: "Throttling.User".into(),
             message: "flow control".into(),
-        };
+        });
         let (status, notices) = next_status(&ImageCopyStatus::default(), None, &outcome, &now());
         assert_eq!(cond(&status, RECONCILING).status, "True");
         assert_eq!(cond(&status, STALLED).status, "False");
         assert!(notices.is_empty());
-        let again = Outcome::Retrying {
+        let again = Outcome::Common(Common::Retrying {
             code: "Throttling.User".into(),
             message: "flow control (RequestId R2)".into(),
-        };
+        });
         let (second, _) = next_status(&status, None, &again, &now());
         assert_eq!(
             second, status,
@@ -968,11 +785,11 @@ mod tests {
         let (status, _) = next_status(
             &ImageCopyStatus::default(),
             None,
-            &Outcome::Deleting {
-                phase: CopyPhase::Cancelling,
+            &Outcome::Common(Common::Deleting {
+                phase: CommonPhase::Cancelling,
                 reason: CANCEL_NOT_SUPPORTED,
                 message: "cannot cancel".into(),
-            },
+            }),
             &now(),
         );
         assert_eq!(
@@ -981,7 +798,7 @@ mod tests {
                 &status,
                 Some(&image(ImageState::Creating, "50%"))
             ),
-            CleanupStep::WaitForCopy
+            CleanupStep::WaitForTask
         );
         assert_eq!(
             decide_cleanup(
