@@ -66,11 +66,17 @@ scripts/manifests.sh --check
 echo "== Argo CD health checks (default libraries and useOpenLibs)"
 "$health_check" -crds crds/imageops.dev.yaml deploy/argocd
 
-echo "== the README's argocd-cm snippet is the ImageCopy health check"
-snippet=$(sed -n '/<!-- argocd-cm: begin -->/,/<!-- argocd-cm: end -->/p' README.md |
-  sed -n '/resource.customizations.health.imageops.dev_ImageCopy: |/,/^```$/p' | sed '1d;$d' | sed 's/^      //')
-if [ "$snippet" != "$(cat deploy/argocd/imageops.dev/ImageCopy/health.lua)" ]; then
-  echo "chart-check: README's argocd-cm snippet differs from deploy/argocd/imageops.dev/ImageCopy/health.lua" >&2
-  diff <(echo "$snippet") deploy/argocd/imageops.dev/ImageCopy/health.lua >&2 || true
-  exit 1
-fi
+echo "== the README's argocd-cm snippet is the health check of every kind"
+for dir in deploy/argocd/imageops.dev/*/; do
+  kind=$(basename "$dir")
+  snippet=$(sed -n '/<!-- argocd-cm: begin -->/,/<!-- argocd-cm: end -->/p' README.md |
+    awk -v key="  resource.customizations.health.imageops.dev_$kind: |" '
+      $0 == key { on = 1; next }
+      on && (/^  resource\.customizations/ || /^```$/) { exit }
+      on { sub(/^      /, ""); print }')
+  if [ "$snippet" != "$(cat "$dir/health.lua")" ]; then
+    echo "chart-check: README's argocd-cm snippet for $kind differs from $dir/health.lua" >&2
+    diff <(echo "$snippet") "$dir/health.lua" >&2 || true
+    exit 1
+  fi
+done
