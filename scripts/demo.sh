@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # `make demo`: the real kube-apiserver, the ECS emulator and the operator on 127.0.0.1; applies
-# examples/, shows the copies progress to Ready live, then deletes a copy mid-flight and shows
+# examples/ (copies, an import, an export), shows the copies progress to Ready live, then deletes a copy mid-flight and shows
 # that the operator cancelled it in ECS. Stops everything when done (or interrupted).
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -88,6 +88,10 @@ for _ in $(seq 40); do
   [ "$pending" = 0 ] && break
 done
 k wait --for=condition=Ready imagecopy --all --timeout=120s
+echo
+echo "== the import and the export of examples/ (kubectl get ecs-images lists every kind)"
+k wait --for=condition=Ready imageimport,imageexport --all --timeout=120s
+k get ecs-images
 calls=$(admin calls | python3 -c 'import json,sys; print(", ".join(f"{k} {v}" for k, v in sorted(json.load(sys.stdin)["counts"].items())))')
 cat <<EOF
 
@@ -95,6 +99,8 @@ cat <<EOF
 - A real kube-apiserver, the ECS emulator and the operator ran on 127.0.0.1.
 - Each ImageCopy became one CopyImage in ECS; its status showed phase and progress until Ready, and
   the second copy to Shanghai waited in ECS's queue (phase Queued) while the first one ran.
+- The ImageImport (ImportImage from OSS) and the ImageExport (ExportImage to OSS) followed their ECS
+  tasks to Ready the same way.
 - Deleting cancel-me mid-copy ran its finalizer: CancelCopyImage in ECS, the half-made image gone,
   then the object went away (the events above).
 - ECS calls the emulator answered: $calls
