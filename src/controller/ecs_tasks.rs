@@ -2,6 +2,8 @@
 //! lookups by id and by resource, and CancelTask with its documented error codes sorted into
 //! what they mean for a finalizer.
 
+use k8s_openapi::jiff::Timestamp;
+
 use crate::ecs::{DescribeTasksRequest, EcsClient, EcsError, MAX_PAGE_SIZE, Task, TaskAttribute};
 
 /// ECS's view of one task.
@@ -15,6 +17,8 @@ pub struct TaskSnapshot {
     pub error: Option<(String, String)>,
     /// The OSS object an export wrote, when ECS names it.
     pub oss_object: Option<String>,
+    /// When ECS created the task, to the minute (ECS gives no finer time).
+    pub created: Option<Timestamp>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -56,6 +60,7 @@ impl TaskSnapshot {
             progress: None,
             error: None,
             oss_object: None,
+            created: task.creation_time.as_deref().and_then(task_time),
         }
     }
 
@@ -72,8 +77,17 @@ impl TaskSnapshot {
             progress: task.progress_percent().map(|p| format!("{p}%")),
             error: task.failure().map(|f| (f.code, f.message)),
             oss_object,
+            created: task.creation_time.as_deref().and_then(task_time),
         }
     }
+}
+
+/// A task time as ECS writes it, `yyyy-MM-ddTHH:mmZ` (or with seconds).
+fn task_time(text: &str) -> Option<Timestamp> {
+    text.parse().ok().or_else(|| {
+        let minutes = text.strip_suffix('Z')?;
+        format!("{minutes}:00Z").parse().ok()
+    })
 }
 
 /// One task by id, with progress and failure; `None` when ECS does not know it.
@@ -169,6 +183,15 @@ mod tests {
             "a failed cancel leaves the task running: the finalizer must stay"
         );
         assert_eq!(classify_cancel_error("Throttling"), None);
+    }
+
+    #[test]
+    fn task_times_in_minutes_or_seconds_are_read() {
+        let minute: Timestamp = "2026-11-27T18:46:00Z".parse().unwrap();
+        assert_eq!(task_time("2026-11-27T18:46Z"), Some(minute));
+        assert_eq!(task_time("2026-11-27T18:46:00Z"), Some(minute));
+        assert_eq!(task_time(""), None);
+        assert_eq!(task_time("yesterday"), None);
     }
 
     #[test]

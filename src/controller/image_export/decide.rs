@@ -3,6 +3,7 @@
 //! before any ExportImage the running export of the image is looked up and adopted.
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use k8s_openapi::jiff::{SignedDuration, Timestamp};
 
 use crate::api::image_export::{ExportPhase, ImageExportStatus};
 use crate::controller::conditions::{READY, RECONCILING, STALLED, Wanted};
@@ -14,8 +15,8 @@ use crate::controller::task::decide::{
 /// What the reconciler learned this time.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Observation {
-    /// No task recorded: the export of the image that is running now, if any.
-    Unrecorded { running: Option<TaskSnapshot> },
+    /// No task recorded: the export of the image to adopt, if any (see [`adoptable`]).
+    Unrecorded { found: Option<TaskSnapshot> },
     /// The recorded task as ECS shows it.
     Task(TaskSnapshot),
     /// ECS does not know the recorded task.
@@ -40,13 +41,11 @@ pub enum ApplyStep {
 
 pub fn decide_apply(observation: &Observation) -> ApplyStep {
     match observation {
-        Observation::Unrecorded {
-            running: Some(task),
-        } => ApplyStep::Follow {
+        Observation::Unrecorded { found: Some(task) } => ApplyStep::Follow {
             task: task.clone(),
             adopted: true,
         },
-        Observation::Unrecorded { running: None } => ApplyStep::StartExport,
+        Observation::Unrecorded { found: None } => ApplyStep::StartExport,
         Observation::Task(task) => ApplyStep::Follow {
             task: task.clone(),
             adopted: false,
@@ -54,6 +53,43 @@ pub fn decide_apply(observation: &Observation) -> ApplyStep {
         Observation::TaskGone => ApplyStep::Lose,
         Observation::Unknown => ApplyStep::Wait,
     }
+}
+
+/// When an ExportImage was begun without its task being recorded (a crash or a lost reply in
+/// between): the time of that attempt.
+pub fn unrecorded_attempt(status: &ImageExportStatus) -> Option<Timestamp> {
+    if status.task_id.is_some() || status.export_attempts.unwrap_or(0) <= 0 {
+        return None;
+    }
+    status.start_time.as_ref().map(|t| t.0)
+}
+
+/// The export task of the image to adopt instead of starting another: a running one; or, after
+/// an unrecorded attempt at `attempted_at`, the newest one ECS created since (in any state: it
+/// may have finished while the operator was down). ECS gives task times to the minute only.
+pub fn adoptable(attempted_at: Option<Timestamp>, tasks: &[TaskSnapshot]) -> Option<TaskSnapshot> {
+    let newest = |candidates: Vec<&TaskSnapshot>| {
+        candidates
+            .into_iter()
+            .max_by(|a, b| a.created.cmp(&b.created).then(a.task_id.cmp(&b.task_id)))
+            .cloned()
+    };
+    let running: Vec<&TaskSnapshot> = tasks
+        .iter()
+        .filter(|t| t.state == TaskState::Running)
+        .collect();
+    if !running.is_empty() {
+        return newest(running);
+    }
+    let since = attempted_at?
+        .checked_sub(SignedDuration::from_secs(60))
+        .ok()?;
+    newest(
+        tasks
+            .iter()
+            .filter(|t| t.created.is_some_and(|created| created >= since))
+            .collect(),
+    )
 }
 
 /// Whether the recorded task has ended, as ECS last reported it: then nothing runs that a
@@ -116,6 +152,8 @@ pub fn next_status(
         }
         Outcome::ExportAttempted => {
             status.export_attempts = Some(previous.export_attempts.unwrap_or(0).max(0) + 1);
+            // Kept as the attempt's time: after a lost reply, the task to adopt is one created since.
+            status.start_time = Some(now.clone());
             exporting("starting the export")
         }
         Outcome::ExportStarted { task_id } => {
@@ -278,6 +316,7 @@ mod tests {
             progress: progress.map(Into::into),
             error: None,
             oss_object: None,
+            created: None,
         }
     }
 
@@ -286,17 +325,51 @@ mod tests {
         let running = task(TaskState::Running, None);
         assert_eq!(
             decide_apply(&Observation::Unrecorded {
-                running: Some(running.clone())
+                found: Some(running.clone())
             }),
             ApplyStep::Follow {
-                task: running,
+                task: running.clone(),
                 adopted: true
             }
         );
         assert_eq!(
-            decide_apply(&Observation::Unrecorded { running: None }),
+            decide_apply(&Observation::Unrecorded { found: None }),
             ApplyStep::StartExport
         );
+        assert_eq!(adoptable(None, std::slice::from_ref(&running)), Some(running));
+    }
+
+    #[test]
+    fn after_a_lost_reply_a_task_finished_meanwhile_is_adopted_but_not_an_older_one() {
+        let at = |text: &str| Some(text.parse::<Timestamp>().unwrap());
+        let mut older = task(TaskState::Finished, None);
+        older.task_id = "t-last-week".into();
+        older.created = at("2026-11-20T10:00:00Z");
+        let mut ours = task(TaskState::Finished, None);
+        ours.created = at("2026-11-27T10:15:00Z");
+        let tasks = [older.clone(), ours.clone()];
+        assert_eq!(
+            adoptable(at("2026-11-27T10:15:40Z"), &tasks),
+            Some(ours),
+            "created in the attempt's minute: ours, finished while the operator was down"
+        );
+        assert_eq!(
+            adoptable(at("2026-11-27T11:00:00Z"), &[older.clone()]),
+            None,
+            "an export from before the attempt is someone else's"
+        );
+        assert_eq!(
+            adoptable(None, &[older]),
+            None,
+            "without an unrecorded attempt only a running export is adopted"
+        );
+        let (attempted, _) = next_status(
+            &ImageExportStatus::default(),
+            None,
+            &Outcome::ExportAttempted,
+            &now(),
+        );
+        assert_eq!(unrecorded_attempt(&attempted), Some(now().0));
     }
 
     #[test]

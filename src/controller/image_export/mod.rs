@@ -128,7 +128,7 @@ async fn start_export(pass: &mut Pass<'_, ImageExport>) -> Result<Option<Outcome
         }
         // An export of this image runs that the listing did not show yet (ours, after a lost
         // reply, or someone else's): adopt it once it is listed, never start another.
-        Err(e) if e.code() == Some("ImageIsExporting") => match running_export(pass).await? {
+        Err(e) if e.code() == Some("ImageIsExporting") => match export_to_adopt(pass).await? {
             Some(task) => Ok(Some(Outcome::Observed(task))),
             None => Err(Error::Ecs(e)),
         },
@@ -150,7 +150,7 @@ async fn start_export(pass: &mut Pass<'_, ImageExport>) -> Result<Option<Outcome
 async fn observe(pass: &Pass<'_, ImageExport>) -> Result<Observation, Error> {
     let Some(task_id) = &pass.status.task_id else {
         return Ok(Observation::Unrecorded {
-            running: running_export(pass).await?,
+            found: export_to_adopt(pass).await?,
         });
     };
     let region = &pass.obj.spec.region_id;
@@ -182,18 +182,21 @@ async fn describe(pass: &Pass<'_, ImageExport>, task_id: &str) -> Result<Observa
     )
 }
 
-/// The running export of this object's image, with its progress, if there is one.
-async fn running_export(pass: &Pass<'_, ImageExport>) -> Result<Option<TaskSnapshot>, EcsError> {
+/// The export of this object's image to adopt (see [`decide::adoptable`]), with its progress.
+async fn export_to_adopt(pass: &Pass<'_, ImageExport>) -> Result<Option<TaskSnapshot>, EcsError> {
     let spec = &pass.obj.spec;
-    let running = ecs_tasks::tasks_on(
+    let attempted_at = decide::unrecorded_attempt(&pass.status);
+    // Without an unrecorded attempt only a running export is of interest.
+    let status = attempted_at.is_none().then_some("Processing");
+    let tasks = ecs_tasks::tasks_on(
         &pass.ecs.client,
         &spec.region_id,
         TASK_ACTION,
         &spec.image_id,
-        Some("Processing"),
+        status,
     )
     .await?;
-    match running.first() {
+    match decide::adoptable(attempted_at, &tasks) {
         Some(task) => ecs_tasks::describe(&pass.ecs.client, &spec.region_id, &task.task_id).await,
         None => Ok(None),
     }
@@ -204,11 +207,10 @@ async fn running_export(pass: &Pass<'_, ImageExport>) -> Result<Option<TaskSnaps
 async fn cleanup(pass: &mut Pass<'_, ImageExport>) -> Result<Released, Error> {
     let task_id = match &pass.status.task_id {
         Some(task_id) => task_id.clone(),
-        // ExportImage was sent but its task never recorded: the running export of the image is
-        // the one it started.
-        None => match running_export(pass).await? {
-            Some(task) => task.task_id,
-            None => return Ok(Released::Done),
+        // ExportImage was sent but its task never recorded: the export it started, if any.
+        None => match export_to_adopt(pass).await? {
+            Some(task) if task.state == TaskState::Running => task.task_id,
+            _ => return Ok(Released::Done),
         },
     };
     let region = pass.obj.spec.region_id.clone();

@@ -374,6 +374,7 @@ mod tests {
             progress: None,
             error: None,
             oss_object: None,
+            created: None,
         }
     }
 
