@@ -291,6 +291,40 @@ async fn operator_killed_right_after_import_image_imports_once() {
 }
 
 #[tokio::test]
+async fn import_deleted_while_the_operator_was_down_after_import_image_leaves_nothing_behind() {
+    let emulator = Emulator::start(&["--task-seconds", FOREVER]).await;
+    let swallower = ReplySwallower::start(emulator.endpoint(), "ImportImage").await;
+    let mut stage = Stage::start_with("imp-crash-del", emulator, &swallower.endpoint, &[]).await;
+    let imports = stage.objects::<ImageImport>();
+    let created = imports.create(&image_import("gone")).await;
+
+    tokio::time::timeout(Duration::from_secs(30), swallower.swallowed.notified())
+        .await
+        .expect("the operator called ImportImage and ECS answered");
+    stage.operator.kill_9();
+    let started = stage.emulator.tasks_of("ImportImage").await;
+    assert_eq!(started.len(), 1, "ECS started the import: {started:?}");
+    let task = started[0]["taskId"].as_str().expect("taskId").to_string();
+
+    imports.delete("gone").await;
+    stage.operator.restart().await;
+    imports.wait_gone("gone", Duration::from_secs(30)).await;
+
+    assert_eq!(
+        task_status(&stage.emulator, &task).await,
+        "Deleted",
+        "the import nobody recorded was found and cancelled"
+    );
+    assert!(
+        stage
+            .emulator
+            .images_owned_by(&uid(&created))
+            .await
+            .is_empty()
+    );
+}
+
+#[tokio::test]
 async fn operator_killed_right_after_export_image_adopts_the_running_export() {
     // Long enough that the export still runs when the new operator looks.
     let emulator = Emulator::start(&["--task-seconds", "15"]).await;
