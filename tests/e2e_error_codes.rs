@@ -238,7 +238,7 @@ const CANCEL_CODES: &[(&str, &str, CancelHandling)] = &[
 async fn every_cancel_copy_image_code_is_handled_as_documented() {
     let stage = Stage::start("cancel-codes", &["--copy-seconds", "25"], &[]).await;
     for (i, (_, destination, _)) in CANCEL_CODES.iter().enumerate() {
-        let object = serde_json::from_value(manifest(
+        let object: ImageCopy = serde_json::from_value(manifest(
             &format!("c{i}"),
             json!({"destinationRegionId": destination}),
         ))

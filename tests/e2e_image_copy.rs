@@ -17,7 +17,7 @@ use serde_json::Value;
 
 use support::Emulator;
 use support::stage::*;
-use support::swallower::CopyImageReplySwallower;
+use support::swallower::ReplySwallower;
 
 #[tokio::test]
 async fn copy_shows_rising_progress_then_ready_with_an_owner_tagged_image() {
@@ -312,7 +312,7 @@ async fn deleting_a_finished_copy_applies_the_deletion_policy() {
 #[tokio::test]
 async fn operator_killed_right_after_copy_image_does_not_copy_twice() {
     let emulator = Emulator::start(&["--copy-seconds", "3"]).await;
-    let swallower = CopyImageReplySwallower::start(emulator.endpoint()).await;
+    let swallower = ReplySwallower::start(emulator.endpoint(), "CopyImage").await;
     let mut stage = Stage::start_with("e2e-crash", emulator, &swallower.endpoint, &[]).await;
     let created = stage.create(&image_copy("crash")).await;
 
@@ -483,7 +483,7 @@ async fn fifty_copies_to_one_region_share_the_region_listing() {
             .list(&ListParams::default())
             .await
             .expect("list ImageCopy objects");
-        let ready = objects.items.iter().filter(|o| is_ready(o)).count();
+        let ready = objects.items.iter().filter(|o| is_ready(*o)).count();
         if ready == COPIES {
             break;
         }

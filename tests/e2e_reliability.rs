@@ -15,7 +15,7 @@ use kube::api::{Api, DeleteParams, ObjectMeta, PostParams};
 use serde_json::json;
 
 use support::stage::*;
-use support::swallower::CopyImageReplySwallower;
+use support::swallower::ReplySwallower;
 
 fn with_secret(name: &str, secret: &str) -> ImageCopy {
     serde_json::from_value(manifest(
@@ -178,8 +178,9 @@ async fn a_lagging_tag_index_never_makes_a_second_copy() {
         ("b", "cn-beijing"),
         ("c", "cn-shenzhen"),
     ] {
-        let object = serde_json::from_value(manifest(name, json!({"destinationRegionId": region})))
-            .expect("a valid ImageCopy");
+        let object: ImageCopy =
+            serde_json::from_value(manifest(name, json!({"destinationRegionId": region})))
+                .expect("a valid ImageCopy");
         uids.push(uid(&stage.create(&object).await));
     }
     for name in ["a", "b", "c"] {
@@ -204,7 +205,7 @@ async fn an_unrecorded_copy_is_found_and_cancelled_even_while_the_tag_index_lags
     emulator
         .set_faults(&json!({"tagIndexLagSeconds": 120.0}))
         .await;
-    let swallower = CopyImageReplySwallower::start(emulator.endpoint()).await;
+    let swallower = ReplySwallower::start(emulator.endpoint(), "CopyImage").await;
     let mut stage = Stage::start_with("unrecorded", emulator, &swallower.endpoint, &[]).await;
     let created = stage.create(&image_copy("web")).await;
     tokio::time::timeout(Duration::from_secs(30), swallower.swallowed.notified())
@@ -337,8 +338,9 @@ async fn delete_refusals_show_on_the_object_until_resolved() {
         ("forbidden", "cn-shenzhen", "Forbidden"),
     ];
     for (name, region, _) in cases {
-        let object = serde_json::from_value(manifest(name, json!({"destinationRegionId": region})))
-            .expect("a valid ImageCopy");
+        let object: ImageCopy =
+            serde_json::from_value(manifest(name, json!({"destinationRegionId": region})))
+                .expect("a valid ImageCopy");
         stage.create(&object).await;
     }
     for (name, _, _) in cases {

@@ -267,6 +267,51 @@ impl Emulator {
         .await;
     }
 
+    /// `GET /_emulator/tasks`: every ImportImage/ExportImage task and every seeded one, as
+    /// DescribeTasks reports it (`taskId`, `taskAction`, `taskStatus`, `resourceId`, …).
+    pub async fn tasks(&self) -> Vec<Value> {
+        let body = self.admin(reqwest::Method::GET, "tasks", None).await;
+        body["tasks"]
+            .as_array()
+            .unwrap_or_else(|| panic!("/_emulator/tasks has no tasks array: {body}"))
+            .clone()
+    }
+
+    /// The task `task_id`, if the emulator knows it.
+    pub async fn task(&self, task_id: &str) -> Option<Value> {
+        self.tasks()
+            .await
+            .into_iter()
+            .find(|t| t["taskId"] == task_id)
+    }
+
+    /// The tasks of `action` (`ImportImage`, `ExportImage`, …).
+    pub async fn tasks_of(&self, action: &str) -> Vec<Value> {
+        self.tasks()
+            .await
+            .into_iter()
+            .filter(|t| t["taskAction"] == action)
+            .collect()
+    }
+
+    /// `POST /_emulator/tasks`: seeds a task that keeps its state until cancelled, e.g.
+    /// `{"regionId", "taskAction": "RedeployInstance", "taskStatus": "Processing"}`.
+    pub async fn seed_task(&self, task: &Value) -> Value {
+        self.admin(reqwest::Method::POST, "tasks", Some(task)).await
+    }
+
+    /// The calls of `action` the emulator answered, oldest first.
+    pub async fn calls_of(&self, action: &str) -> Vec<Value> {
+        let calls = self.calls().await;
+        calls["calls"]
+            .as_array()
+            .unwrap_or_else(|| panic!("/_emulator/calls has no calls array: {calls}"))
+            .iter()
+            .filter(|c| c["action"] == action)
+            .cloned()
+            .collect()
+    }
+
     /// `POST /_emulator/faults`, e.g. `{"cancelNotSupported": true}`.
     pub async fn set_faults(&self, faults: &Value) {
         self.admin(reqwest::Method::POST, "faults", Some(faults))

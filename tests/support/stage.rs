@@ -1,15 +1,25 @@
 //! One end-to-end test's world — its namespace on the shared apiserver, its emulator and its
-//! operator — with the waits, manifests and status readers the ImageCopy tests share.
+//! operator — with the waits, manifests and status readers the tests of every kind share.
+//!
+//! The waits and status readers are generic over [`Kind`] (ImageCopy, ImageImport,
+//! ImageExport). [`Stage::objects`] gives one kind's create/get/delete/waits/events;
+//! `Stage`'s own `get`, `delete`, `wait_*` and `events` are those of ImageCopy.
 
+use std::fmt::Debug;
 use std::process::{Output, Stdio};
 use std::time::{Duration, Instant};
 
-use ecs_image_operator::api::ImageCopy;
 use ecs_image_operator::api::image_copy::CopyPhase;
+use ecs_image_operator::api::image_export::ExportPhase;
+use ecs_image_operator::api::image_import::ImportPhase;
+use ecs_image_operator::api::{ImageCopy, ImageExport, ImageImport};
+use k8s_openapi::NamespaceResourceScope;
 use k8s_openapi::api::events::v1::Event;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::api::{Api, DeleteParams, ListParams, PostParams};
-use kube::{Client, ResourceExt};
+use kube::{Client, Resource, ResourceExt};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 use tokio::io::AsyncWriteExt;
 
@@ -22,10 +32,94 @@ pub const DESTINATION_REGION: &str = "cn-shanghai";
 /// How often the test looks at the objects and the emulator.
 pub const POLL: Duration = Duration::from_millis(200);
 
+/// A kind the operator serves, as the tests read it: the status fields every kind shares.
+pub trait Kind:
+    Resource<Scope = NamespaceResourceScope, DynamicType = ()>
+    + Clone
+    + DeserializeOwned
+    + Serialize
+    + Debug
+    + Send
+    + Sync
+    + 'static
+{
+    type Phase: Copy + PartialEq + Debug;
+
+    fn conditions(&self) -> &[Condition];
+    fn phase(&self) -> Option<Self::Phase>;
+    /// `status.progress`, e.g. `45%`.
+    fn progress(&self) -> Option<&str>;
+    /// `status.imageId`, the image the object made (an export makes none).
+    fn image_id(&self) -> Option<&str>;
+    /// `status.taskId`, the ECS task it follows (a copy has none).
+    fn task_id(&self) -> Option<&str>;
+}
+
+impl Kind for ImageCopy {
+    type Phase = CopyPhase;
+
+    fn conditions(&self) -> &[Condition] {
+        self.status.as_ref().map_or(&[], |s| &s.conditions)
+    }
+    fn phase(&self) -> Option<CopyPhase> {
+        self.status.as_ref()?.phase
+    }
+    fn progress(&self) -> Option<&str> {
+        self.status.as_ref()?.progress.as_deref()
+    }
+    fn image_id(&self) -> Option<&str> {
+        self.status.as_ref()?.image_id.as_deref()
+    }
+    fn task_id(&self) -> Option<&str> {
+        None
+    }
+}
+
+impl Kind for ImageImport {
+    type Phase = ImportPhase;
+
+    fn conditions(&self) -> &[Condition] {
+        self.status.as_ref().map_or(&[], |s| &s.conditions)
+    }
+    fn phase(&self) -> Option<ImportPhase> {
+        self.status.as_ref()?.phase
+    }
+    fn progress(&self) -> Option<&str> {
+        self.status.as_ref()?.progress.as_deref()
+    }
+    fn image_id(&self) -> Option<&str> {
+        self.status.as_ref()?.image_id.as_deref()
+    }
+    fn task_id(&self) -> Option<&str> {
+        self.status.as_ref()?.task_id.as_deref()
+    }
+}
+
+impl Kind for ImageExport {
+    type Phase = ExportPhase;
+
+    fn conditions(&self) -> &[Condition] {
+        self.status.as_ref().map_or(&[], |s| &s.conditions)
+    }
+    fn phase(&self) -> Option<ExportPhase> {
+        self.status.as_ref()?.phase
+    }
+    fn progress(&self) -> Option<&str> {
+        self.status.as_ref()?.progress.as_deref()
+    }
+    fn image_id(&self) -> Option<&str> {
+        None
+    }
+    fn task_id(&self) -> Option<&str> {
+        self.status.as_ref()?.task_id.as_deref()
+    }
+}
+
 /// One test's world: its namespace on the shared apiserver, its emulator and its operator.
 pub struct Stage {
     pub client: Client,
     pub namespace: String,
+    /// The ImageCopy objects of the namespace.
     pub api: Api<ImageCopy>,
     pub emulator: Emulator,
     pub operator: Operator,
@@ -66,25 +160,29 @@ impl Stage {
         }
     }
 
-    pub async fn create(&self, object: &ImageCopy) -> ImageCopy {
-        self.api
-            .create(&PostParams::default(), object)
-            .await
-            .unwrap_or_else(|e| panic!("create ImageCopy {}: {e}", object.name_any()))
+    /// The objects of kind `K` in this stage's namespace.
+    pub fn objects<K: Kind>(&self) -> Objects<K> {
+        Objects {
+            api: Api::namespaced(self.client.clone(), &self.namespace),
+            client: self.client.clone(),
+            namespace: self.namespace.clone(),
+        }
+    }
+
+    fn copies(&self) -> Objects<ImageCopy> {
+        self.objects()
+    }
+
+    pub async fn create<K: Kind>(&self, object: &K) -> K {
+        self.objects().create(object).await
     }
 
     pub async fn delete(&self, name: &str) {
-        self.api
-            .delete(name, &DeleteParams::default())
-            .await
-            .unwrap_or_else(|e| panic!("delete ImageCopy {name}: {e}"));
+        self.copies().delete(name).await
     }
 
     pub async fn get(&self, name: &str) -> ImageCopy {
-        self.api
-            .get(name)
-            .await
-            .unwrap_or_else(|e| panic!("get ImageCopy {name}: {e}"))
+        self.copies().get(name).await
     }
 
     /// Polls `name` until `done` holds; on timeout the panic shows the last status seen.
@@ -95,10 +193,75 @@ impl Stage {
         timeout: Duration,
         done: impl Fn(&ImageCopy) -> bool,
     ) -> ImageCopy {
-        wait_for(&self.api, name, what, timeout, done).await
+        self.copies().wait_for(name, what, timeout, done).await
     }
 
     pub async fn wait_ready(&self, name: &str, timeout: Duration) -> ImageCopy {
+        self.copies().wait_ready(name, timeout).await
+    }
+
+    pub async fn wait_gone(&self, name: &str, timeout: Duration) {
+        self.copies().wait_gone(name, timeout).await
+    }
+
+    /// The events about ImageCopy `name`, oldest first.
+    pub async fn events(&self, name: &str) -> Vec<Event> {
+        self.copies().events(name).await
+    }
+
+    /// Waits for an event `reason` of `type_` (`Normal`/`Warning`) about ImageCopy `name`.
+    pub async fn wait_event(
+        &self,
+        name: &str,
+        type_: &str,
+        reason: &str,
+        timeout: Duration,
+    ) -> Event {
+        self.copies().wait_event(name, type_, reason, timeout).await
+    }
+}
+
+/// The objects of one kind in a stage's namespace, with the waits the tests share.
+pub struct Objects<K: Kind> {
+    pub api: Api<K>,
+    client: Client,
+    namespace: String,
+}
+
+impl<K: Kind> Objects<K> {
+    pub async fn create(&self, object: &K) -> K {
+        self.api
+            .create(&PostParams::default(), object)
+            .await
+            .unwrap_or_else(|e| panic!("create {} {}: {e}", kind::<K>(), object.name_any()))
+    }
+
+    pub async fn delete(&self, name: &str) {
+        self.api
+            .delete(name, &DeleteParams::default())
+            .await
+            .unwrap_or_else(|e| panic!("delete {} {name}: {e}", kind::<K>()));
+    }
+
+    pub async fn get(&self, name: &str) -> K {
+        self.api
+            .get(name)
+            .await
+            .unwrap_or_else(|e| panic!("get {} {name}: {e}", kind::<K>()))
+    }
+
+    /// Polls `name` until `done` holds; on timeout the panic shows the last status seen.
+    pub async fn wait_for(
+        &self,
+        name: &str,
+        what: &str,
+        timeout: Duration,
+        done: impl Fn(&K) -> bool,
+    ) -> K {
+        wait_for(&self.api, name, what, timeout, done).await
+    }
+
+    pub async fn wait_ready(&self, name: &str, timeout: Duration) -> K {
         wait_ready(&self.api, name, timeout).await
     }
 
@@ -106,9 +269,10 @@ impl Stage {
         wait_gone(&self.api, name, timeout).await
     }
 
-    /// The events about ImageCopy `name`, oldest first.
+    /// The events about `name` of this kind, oldest first.
     pub async fn events(&self, name: &str) -> Vec<Event> {
         let api: Api<Event> = Api::namespaced(self.client.clone(), &self.namespace);
+        let kind = kind::<K>();
         let mut events: Vec<Event> = api
             .list(&ListParams::default())
             .await
@@ -117,7 +281,7 @@ impl Stage {
             .into_iter()
             .filter(|e| {
                 e.regarding.as_ref().is_some_and(|r| {
-                    r.kind.as_deref() == Some("ImageCopy") && r.name.as_deref() == Some(name)
+                    r.kind.as_deref() == Some(kind.as_str()) && r.name.as_deref() == Some(name)
                 })
             })
             .collect();
@@ -152,20 +316,25 @@ impl Stage {
     }
 }
 
+/// `ImageCopy`, `ImageImport` or `ImageExport`, for messages and event filters.
+fn kind<K: Kind>() -> String {
+    K::kind(&()).into_owned()
+}
+
 /// Polls `name` through `api` until `done` holds; on timeout the panic shows the last status.
-pub async fn wait_for(
-    api: &Api<ImageCopy>,
+pub async fn wait_for<K: Kind>(
+    api: &Api<K>,
     name: &str,
     what: &str,
     timeout: Duration,
-    done: impl Fn(&ImageCopy) -> bool,
-) -> ImageCopy {
+    done: impl Fn(&K) -> bool,
+) -> K {
     let deadline = Instant::now() + timeout;
     loop {
         let object = api
             .get(name)
             .await
-            .unwrap_or_else(|e| panic!("get ImageCopy {name}: {e}"));
+            .unwrap_or_else(|e| panic!("get {} {name}: {e}", kind::<K>()));
         if done(&object) {
             return object;
         }
@@ -178,25 +347,25 @@ pub async fn wait_for(
     }
 }
 
-pub async fn wait_ready(api: &Api<ImageCopy>, name: &str, timeout: Duration) -> ImageCopy {
+pub async fn wait_ready<K: Kind>(api: &Api<K>, name: &str, timeout: Duration) -> K {
     wait_for(api, name, "Ready", timeout, is_ready).await
 }
 
 /// Waits until `name` no longer exists (its finalizer is done).
-pub async fn wait_gone(api: &Api<ImageCopy>, name: &str, timeout: Duration) {
+pub async fn wait_gone<K: Kind>(api: &Api<K>, name: &str, timeout: Duration) {
     let deadline = Instant::now() + timeout;
     loop {
         let Some(object) = api
             .get_opt(name)
             .await
-            .unwrap_or_else(|e| panic!("get ImageCopy {name}: {e}"))
+            .unwrap_or_else(|e| panic!("get {} {name}: {e}", kind::<K>()))
         else {
             return;
         };
         assert!(
             Instant::now() < deadline,
             "{name}: still there {timeout:?} after delete; finalizers {:?}, last status: {}",
-            object.metadata.finalizers,
+            object.meta().finalizers,
             status_json(&object)
         );
         tokio::time::sleep(POLL).await;
@@ -236,21 +405,58 @@ pub fn image_copy_with(name: &str, spec_overrides: Value) -> ImageCopy {
         .expect("the test manifest is a valid ImageCopy")
 }
 
-/// The reason of condition `type_` when it is True.
-pub fn true_reason(object: &ImageCopy, type_: &str) -> Option<String> {
-    condition(object, type_)
-        .filter(|c| c.status == "True")
-        .map(|c| c.reason.clone())
-}
-
 /// An ImageCopy manifest whose spec is the default one with `spec_overrides` merged in (a
 /// `null` override removes the field).
 pub fn manifest(name: &str, spec_overrides: Value) -> Value {
-    let mut spec = json!({
+    let spec = json!({
         "sourceRegionId": SOURCE_REGION,
         "sourceImageId": SOURCE_IMAGE,
         "destinationRegionId": DESTINATION_REGION,
     });
+    object_manifest("ImageCopy", name, spec, spec_overrides)
+}
+
+/// An ImageImport of one QCOW2 file in OSS into [`SOURCE_REGION`], with `spec_overrides`
+/// merged in as [`manifest`] does.
+pub fn image_import_with(name: &str, spec_overrides: Value) -> ImageImport {
+    let spec = json!({
+        "regionId": SOURCE_REGION,
+        "diskDeviceMappings": [{
+            "ossBucket": "images-hangzhou",
+            "ossObject": format!("golden/{name}.qcow2"),
+            "format": "QCOW2",
+            "diskImageSize": 40,
+        }],
+    });
+    serde_json::from_value(object_manifest("ImageImport", name, spec, spec_overrides))
+        .expect("the test manifest is a valid ImageImport")
+}
+
+pub fn image_import(name: &str) -> ImageImport {
+    image_import_with(name, json!({}))
+}
+
+/// An ImageExport of the seeded image to an OSS bucket, with `spec_overrides` merged in as
+/// [`manifest`] does.
+pub fn image_export_with(name: &str, spec_overrides: Value) -> ImageExport {
+    let spec = json!({
+        "regionId": SOURCE_REGION,
+        "imageId": SOURCE_IMAGE,
+        "ossBucket": "exports-hangzhou",
+        "ossPrefix": "golden",
+        "imageFormat": "qcow2",
+    });
+    serde_json::from_value(object_manifest("ImageExport", name, spec, spec_overrides))
+        .expect("the test manifest is a valid ImageExport")
+}
+
+pub fn image_export(name: &str) -> ImageExport {
+    image_export_with(name, json!({}))
+}
+
+/// A manifest of `kind` whose spec is `spec` with `spec_overrides` merged in (a `null` override
+/// removes the field).
+fn object_manifest(kind: &str, name: &str, mut spec: Value, spec_overrides: Value) -> Value {
     let fields = spec.as_object_mut().expect("spec is an object");
     for (key, value) in spec_overrides
         .as_object()
@@ -264,53 +470,56 @@ pub fn manifest(name: &str, spec_overrides: Value) -> Value {
     }
     json!({
         "apiVersion": "imageops.dev/v1alpha1",
-        "kind": "ImageCopy",
+        "kind": kind,
         "metadata": {"name": name},
         "spec": spec,
     })
 }
 
-pub fn condition<'a>(object: &'a ImageCopy, type_: &str) -> Option<&'a Condition> {
-    object
-        .status
-        .as_ref()?
-        .conditions
-        .iter()
-        .find(|c| c.type_ == type_)
+/// The reason of condition `type_` when it is True.
+pub fn true_reason<K: Kind>(object: &K, type_: &str) -> Option<String> {
+    condition(object, type_)
+        .filter(|c| c.status == "True")
+        .map(|c| c.reason.clone())
 }
 
-pub fn condition_true(object: &ImageCopy, type_: &str) -> bool {
+pub fn condition<'a, K: Kind>(object: &'a K, type_: &str) -> Option<&'a Condition> {
+    object.conditions().iter().find(|c| c.type_ == type_)
+}
+
+pub fn condition_true<K: Kind>(object: &K, type_: &str) -> bool {
     condition(object, type_).is_some_and(|c| c.status == "True")
 }
 
-pub fn is_ready(object: &ImageCopy) -> bool {
+pub fn is_ready<K: Kind>(object: &K) -> bool {
     condition_true(object, "Ready")
 }
 
-pub fn phase(object: &ImageCopy) -> Option<CopyPhase> {
-    object.status.as_ref()?.phase
+pub fn phase<K: Kind>(object: &K) -> Option<K::Phase> {
+    object.phase()
 }
 
-pub fn image_id(object: &ImageCopy) -> Option<&str> {
-    object.status.as_ref()?.image_id.as_deref()
+pub fn image_id<K: Kind>(object: &K) -> Option<&str> {
+    object.image_id()
 }
 
-pub fn progress_percent(object: &ImageCopy) -> Option<u32> {
-    object
-        .status
-        .as_ref()?
-        .progress
-        .as_deref()?
-        .trim_end_matches('%')
-        .parse()
-        .ok()
+pub fn task_id<K: Kind>(object: &K) -> Option<&str> {
+    object.task_id()
 }
 
-pub fn status_json(object: &ImageCopy) -> String {
-    serde_json::to_string(&object.status).unwrap_or_else(|e| format!("<{e}>"))
+pub fn progress_percent<K: Kind>(object: &K) -> Option<u32> {
+    object.progress()?.trim_end_matches('%').parse().ok()
 }
 
-pub fn uid(object: &ImageCopy) -> String {
+/// `status` as JSON, for messages.
+pub fn status_json<K: Kind>(object: &K) -> String {
+    let status = serde_json::to_value(object)
+        .map(|o| o["status"].clone())
+        .unwrap_or_else(|e| Value::String(format!("<{e}>")));
+    status.to_string()
+}
+
+pub fn uid<K: Kind>(object: &K) -> String {
     object.uid().expect("a created object has a UID")
 }
 
