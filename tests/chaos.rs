@@ -1,9 +1,10 @@
-//! The chaos suite: many copies to several regions while the emulator throttles, fails and
-//! delays calls, the operator is SIGKILLed and restarted at random moments, and objects are
-//! deleted at random moments (mid-copy included). Afterwards the emulator's state must show the
-//! operator's promises kept: every live object Ready with exactly one owned image, no image
-//! carrying the owner tag of an object that is gone, no finalizer left behind, and no CopyImage
-//! for an object after its image id was recorded.
+//! The chaos suite: many copies to several regions, and imports and exports, while the emulator
+//! throttles, fails and delays calls, the operator is SIGKILLed and restarted at random moments,
+//! and objects are deleted at random moments (mid-task included). Afterwards the emulator's state
+//! must show the operator's promises kept: every live object Ready — each copy and import with
+//! exactly one owned image, each export with exactly one export task — no image carrying the owner
+//! tag of an object that is gone, no task still running for an object that is gone, no finalizer
+//! left behind, and no CopyImage for an object after its image id was recorded.
 //!
 //! Each mode runs the same plan against a cloud that misbehaves differently: plain faults, a
 //! tag index that lags writes, and a cloud that ignores `ClientToken`. `make test` runs the
@@ -16,7 +17,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use chrono::{DateTime, Utc};
-use ecs_image_operator::api::ImageCopy;
+use ecs_image_operator::api::{ImageCopy, ImageExport, ImageImport};
 use futures::StreamExt;
 use kube::ResourceExt;
 use kube::runtime::watcher;
@@ -31,11 +32,15 @@ const REGIONS: [&str; 3] = ["cn-shanghai", "cn-beijing", "cn-shenzhen"];
 
 /// How big a run is.
 struct Plan {
+    /// ImageCopy objects; a third as many imports and as many exports come on top.
     objects: usize,
     kills: usize,
     deletes: usize,
     /// Emulated seconds a copy takes once it runs.
     copy_seconds: &'static str,
+    /// Emulated seconds an import or export takes: longer than a copy, so that deletes and kills
+    /// catch tasks mid-way.
+    task_seconds: &'static str,
     /// How long the system may take to settle once the chaos stops.
     settle: Duration,
 }
@@ -47,6 +52,7 @@ fn plan() -> Plan {
             kills: 22,
             deletes: 12,
             copy_seconds: "6",
+            task_seconds: "20",
             settle: Duration::from_secs(300),
         }
     } else {
@@ -55,9 +61,22 @@ fn plan() -> Plan {
             kills: 5,
             deletes: 3,
             copy_seconds: "3",
+            task_seconds: "10",
             settle: Duration::from_secs(120),
         }
     }
+}
+
+impl Plan {
+    /// ImageImport objects, and as many ImageExport objects.
+    fn tasks(&self) -> usize {
+        (self.objects / 3).max(1)
+    }
+}
+
+/// The image the `i`-th export exports: one each, since ECS runs one export of an image at a time.
+fn export_source(i: usize) -> String {
+    format!("m-chaosexport{i}")
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -92,10 +111,12 @@ impl Mode {
 const BAD_DAY: fn() -> Value = || json!({"throttleRate": 0.1, "errorRate": 0.05, "latencyMs": 30});
 const GOOD_DAY: fn() -> Value = || json!({"throttleRate": 0.0, "errorRate": 0.0, "latencyMs": 0});
 
-/// What one run found; all but `copies`, `kills` and `faults` must be zero.
+/// What one run found; all but `copies`, `imports`, `exports`, `kills` and `faults` must be zero.
 #[derive(Debug, Default)]
 struct Report {
     copies: usize,
+    imports: usize,
+    exports: usize,
     kills: usize,
     faults: usize,
     duplicates: usize,
@@ -106,8 +127,10 @@ struct Report {
 impl Report {
     fn line(&self) -> String {
         format!(
-            "chaos: copies={} kills={} faults={} duplicates={} orphans={} leftover_finalizers={}",
+            "chaos: copies={} imports={} exports={} kills={} faults={} duplicates={} orphans={} leftover_finalizers={}",
             self.copies,
+            self.imports,
+            self.exports,
             self.kills,
             self.faults,
             self.duplicates,
@@ -159,13 +182,24 @@ async fn run(mode: Mode) -> Report {
     );
     let mut rng = StdRng::seed_from_u64(seed);
 
-    let emulator = Emulator::start(&[
+    // Any --image replaces the emulator's default image, the copies' source: name it too.
+    let sources: Vec<String> = (0..plan.tasks())
+        .map(export_source)
+        .chain([SOURCE_IMAGE.to_string()])
+        .map(|image| format!("{SOURCE_REGION}:{image}"))
+        .collect();
+    let mut emulator_args = vec![
         "--copy-seconds",
         plan.copy_seconds,
+        "--task-seconds",
+        plan.task_seconds,
         "--region-concurrency",
         "2",
-    ])
-    .await;
+    ];
+    for source in &sources {
+        emulator_args.extend(["--image", source.as_str()]);
+    }
+    let emulator = Emulator::start(&emulator_args).await;
     let endpoint = emulator.endpoint().to_string();
     let mut stage = Stage::start_with(
         &format!("chaos-{}", mode.name()),
@@ -180,37 +214,55 @@ async fn run(mode: Mode) -> Report {
     let (recorded, watch) = watch_recorded_ids(&stage);
 
     let names: Vec<String> = (0..plan.objects).map(|i| format!("copy-{i}")).collect();
+    let import_names: Vec<String> = (0..plan.tasks()).map(|i| format!("import-{i}")).collect();
+    let export_names: Vec<String> = (0..plan.tasks()).map(|i| format!("export-{i}")).collect();
     let mut uids: BTreeMap<String, String> = BTreeMap::new();
+    let mut remember = |name: &str, uid: Option<String>| {
+        uids.insert(name.to_string(), uid.expect("created objects have a UID"));
+    };
     for (i, name) in names.iter().enumerate() {
         let object = image_copy_to(name, REGIONS[i % REGIONS.len()]);
-        let created = stage.create(&object).await;
-        uids.insert(
-            name.clone(),
-            created.uid().expect("created objects have a UID"),
-        );
+        remember(name, stage.create(&object).await.uid());
     }
-    let mut doomed: Vec<String> = names.clone();
+    for (i, name) in import_names.iter().enumerate() {
+        let object = image_import_with(name, json!({"regionId": REGIONS[i % REGIONS.len()]}));
+        remember(name, stage.objects().create(&object).await.uid());
+    }
+    for (i, name) in export_names.iter().enumerate() {
+        let object = image_export_with(name, json!({"imageId": export_source(i)}));
+        remember(name, stage.objects().create(&object).await.uid());
+    }
+    // A third of each kind is deleted.
+    let mut doomed = Vec::new();
+    for (kind, all, count) in [
+        (Doomed::Copy, &names, plan.deletes),
+        (Doomed::Import, &import_names, plan.tasks() / 3),
+        (Doomed::Export, &export_names, plan.tasks() / 3),
+    ] {
+        let mut some = all.clone();
+        shuffle(&mut some, &mut rng);
+        doomed.extend(some.into_iter().take(count).map(|name| (kind, name)));
+    }
     shuffle(&mut doomed, &mut rng);
-    doomed.truncate(plan.deletes);
 
     let mut report = Report::default();
     let mut deleted: BTreeSet<String> = BTreeSet::new();
     for round in 0..plan.kills {
         tokio::time::sleep(Duration::from_millis(rng.random_range(800..3500))).await;
         // Deletes spread over the rounds, some while the operator is down.
-        if let Some(name) = doomed.get(round * plan.deletes / plan.kills.max(1))
+        if let Some((kind, name)) = doomed.get(round * doomed.len() / plan.kills.max(1))
             && deleted.insert(name.clone())
         {
-            stage.delete(name).await;
+            kind.delete(&stage, name).await;
         }
         stage.operator.kill_9();
         report.kills += 1;
         tokio::time::sleep(Duration::from_millis(rng.random_range(0..1500))).await;
         stage.operator.restart().await;
     }
-    for name in &doomed {
+    for (kind, name) in &doomed {
         if deleted.insert(name.clone()) {
-            stage.delete(name).await;
+            kind.delete(&stage, name).await;
         }
     }
 
@@ -218,18 +270,45 @@ async fn run(mode: Mode) -> Report {
     merge(&mut calm, GOOD_DAY());
     stage.emulator.set_faults(&calm).await;
     let live: Vec<&String> = names.iter().filter(|n| !deleted.contains(*n)).collect();
-    settle(&stage, &live, &deleted, &uids, plan.settle).await;
+    let live_imports: Vec<&String> = import_names
+        .iter()
+        .filter(|n| !deleted.contains(*n))
+        .collect();
+    let live_exports: Vec<&String> = export_names
+        .iter()
+        .filter(|n| !deleted.contains(*n))
+        .collect();
+    let lives = Lives {
+        copies: &live,
+        imports: &live_imports,
+        exports: &live_exports,
+    };
+    settle(&stage, &lives, &deleted, &uids, plan.settle).await;
     watch.abort();
 
     let calls = stage.emulator.calls().await;
     let calls = calls["calls"].as_array().cloned().unwrap_or_default();
     let images = stage.emulator.images().await;
-    let live_uids: BTreeSet<&str> = live.iter().map(|n| uids[*n].as_str()).collect();
+    let tasks = stage.emulator.tasks().await;
+    let live_uids: BTreeSet<&str> = live
+        .iter()
+        .chain(&live_imports)
+        .chain(&live_exports)
+        .map(|n| uids[*n].as_str())
+        .collect();
 
     report.copies = calls
         .iter()
         .filter(|c| c["action"] == "CopyImage" && c["code"] == "")
         .count();
+    let succeeded = |action: &str| {
+        calls
+            .iter()
+            .filter(|c| c["action"] == action && c["code"] == "")
+            .count()
+    };
+    report.imports = succeeded("ImportImage");
+    report.exports = succeeded("ExportImage");
     report.faults = calls
         .iter()
         .filter(|c| {
@@ -252,7 +331,50 @@ async fn run(mode: Mode) -> Report {
             report.duplicates += owned.len().saturating_sub(1).max(1);
         }
     }
+    let imports = stage.objects::<ImageImport>();
+    for name in &live_imports {
+        let uid = &uids[*name];
+        let object = imports.get(name).await;
+        let owned = owned_per_uid.get(uid.as_str()).cloned().unwrap_or_default();
+        if owned.len() != 1 || owned.first().map(String::as_str) != image_id(&object) {
+            eprintln!(
+                "{name}: owns {owned:?}, status.imageId {:?}",
+                image_id(&object)
+            );
+            report.duplicates += owned.len().saturating_sub(1).max(1);
+        }
+    }
+    // Exports leave no image: their tasks tell. Each export has an image of its own.
+    let exports = stage.objects::<ImageExport>();
+    for (i, name) in export_names.iter().enumerate() {
+        let source = export_source(i);
+        let of_image: Vec<&Value> = tasks
+            .iter()
+            .filter(|t| t["taskAction"] == "ExportImage" && t["resourceId"] == source.as_str())
+            .collect();
+        if !deleted.contains(name) {
+            let object = exports.get(name).await;
+            if of_image.len() != 1 || of_image[0]["taskId"].as_str() != task_id(&object) {
+                eprintln!(
+                    "{name}: export tasks {of_image:?}, status.taskId {:?}",
+                    task_id(&object)
+                );
+                report.duplicates += of_image.len().saturating_sub(1).max(1);
+            }
+        } else if of_image.len() > 1 {
+            eprintln!("{name} (deleted): export tasks {of_image:?}");
+            report.duplicates += of_image.len() - 1;
+        }
+    }
     report.duplicates += copies_after_recording(&calls, &uids, &recorded);
+    // Once settled nothing runs any more: a running task belongs to an object that is gone.
+    for task in tasks
+        .iter()
+        .filter(|t| t["taskStatus"] == "Processing" || t["taskStatus"] == "Waiting")
+    {
+        eprintln!("a task still runs after the objects settled: {task}");
+        report.orphans += 1;
+    }
     report.orphans = owned_per_uid
         .iter()
         .filter(|(uid, _)| !live_uids.contains(*uid))
@@ -261,35 +383,88 @@ async fn run(mode: Mode) -> Report {
             images.len()
         })
         .sum();
-    for name in &deleted {
-        if stage.api.get_opt(name).await.ok().flatten().is_some() {
+    for (kind, name) in &doomed {
+        if kind.exists(&stage, name).await {
             report.leftover_finalizers += 1;
         }
     }
     report
 }
 
-/// Waits until every live object is Ready with exactly one owned image and every deleted one
-/// is gone, or `timeout` passes (the report then counts what is wrong).
+/// The kind of a doomed object.
+#[derive(Clone, Copy, Debug)]
+enum Doomed {
+    Copy,
+    Import,
+    Export,
+}
+
+impl Doomed {
+    async fn delete(self, stage: &Stage, name: &str) {
+        match self {
+            Doomed::Copy => stage.delete(name).await,
+            Doomed::Import => stage.objects::<ImageImport>().delete(name).await,
+            Doomed::Export => stage.objects::<ImageExport>().delete(name).await,
+        }
+    }
+
+    async fn exists(self, stage: &Stage, name: &str) -> bool {
+        let found = match self {
+            Doomed::Copy => stage.api.get_opt(name).await.map(|o| o.is_some()),
+            Doomed::Import => stage
+                .objects::<ImageImport>()
+                .api
+                .get_opt(name)
+                .await
+                .map(|o| o.is_some()),
+            Doomed::Export => stage
+                .objects::<ImageExport>()
+                .api
+                .get_opt(name)
+                .await
+                .map(|o| o.is_some()),
+        };
+        found.unwrap_or(true)
+    }
+}
+
+/// The objects that must end Ready, by kind.
+struct Lives<'a> {
+    copies: &'a [&'a String],
+    imports: &'a [&'a String],
+    exports: &'a [&'a String],
+}
+
+/// Waits until every live object is Ready (copies and imports with exactly one owned image) and
+/// every deleted one is gone, or `timeout` passes (the report then counts what is wrong).
 async fn settle(
     stage: &Stage,
-    live: &[&String],
+    lives: &Lives<'_>,
     deleted: &BTreeSet<String>,
     uids: &BTreeMap<String, String>,
     timeout: Duration,
 ) {
+    let imports = stage.objects::<ImageImport>();
+    let exports = stage.objects::<ImageExport>();
     let deadline = Instant::now() + timeout;
     while Instant::now() < deadline {
         let images = stage.emulator.images().await;
         let owned = owned_images_per_uid(&images);
+        let one_image = |name: &String| owned.get(uids[name].as_str()).map(Vec::len) == Some(1);
         let mut settled = true;
-        for name in live {
-            let object = stage.get(name).await;
-            let images = owned.get(uids[*name].as_str()).map(Vec::len).unwrap_or(0);
-            settled &= is_ready(&object) && images == 1;
+        for name in lives.copies {
+            settled &= is_ready(&stage.get(name).await) && one_image(name);
+        }
+        for name in lives.imports {
+            settled &= is_ready(&imports.get(name).await) && one_image(name);
+        }
+        for name in lives.exports {
+            settled &= is_ready(&exports.get(name).await);
         }
         for name in deleted {
-            settled &= stage.api.get_opt(name).await.ok().flatten().is_none();
+            settled &= stage.api.get_opt(name).await.ok().flatten().is_none()
+                && imports.api.get_opt(name).await.ok().flatten().is_none()
+                && exports.api.get_opt(name).await.ok().flatten().is_none();
         }
         if settled {
             return;
@@ -380,6 +555,8 @@ async fn chaos() {
             mode.name()
         );
         total.copies += report.copies;
+        total.imports += report.imports;
+        total.exports += report.exports;
         total.kills += report.kills;
         total.faults += report.faults;
         total.duplicates += report.duplicates;

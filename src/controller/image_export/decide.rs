@@ -336,7 +336,10 @@ mod tests {
             decide_apply(&Observation::Unrecorded { found: None }),
             ApplyStep::StartExport
         );
-        assert_eq!(adoptable(None, std::slice::from_ref(&running)), Some(running));
+        assert_eq!(
+            adoptable(None, std::slice::from_ref(&running)),
+            Some(running)
+        );
     }
 
     #[test]
