@@ -3,15 +3,13 @@
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
-
 use crate::api::image_copy::{CopyPhase, DeletionPolicy, ImageCopyStatus};
 use crate::controller::conditions::{self, QUEUED, READY, RECONCILING, STALLED, Wanted};
 pub use crate::controller::owned_images::{
     CleanupStep, ImageSnapshot, ImageState, keep_best, release_step,
 };
 use crate::controller::task::decide::{
-    Common, CommonPhase, Notice, TaskStatus, finish, next_common, progress_step_crossed,
+    Common, Notice, finish, next_common, progress_step_crossed, task_status,
 };
 
 /// Reason of the `Reconciling` condition while ECS refuses to cancel a copy.
@@ -362,37 +360,17 @@ pub fn next_status(
     (finish(status, previous, generation, &wanted, now), notices)
 }
 
-impl TaskStatus for ImageCopyStatus {
-    fn conditions(&self) -> &[Condition] {
-        &self.conditions
-    }
-
-    fn set_conditions(&mut self, conditions: Vec<Condition>) {
-        self.conditions = conditions;
-    }
-
-    fn set_observed_generation(&mut self, generation: Option<i64>) {
-        self.observed_generation = generation;
-    }
-
-    fn has_phase(&self) -> bool {
-        self.phase.is_some()
-    }
-
-    fn set_phase(&mut self, phase: CommonPhase) {
-        self.phase = Some(match phase {
-            CommonPhase::Pending => CopyPhase::Pending,
-            CommonPhase::Failed => CopyPhase::Failed,
-            CommonPhase::Cancelling => CopyPhase::Cancelling,
-            CommonPhase::Deleting => CopyPhase::Deleting,
-        });
-    }
-}
+task_status!(ImageCopyStatus, CopyPhase {
+    Pending => Pending,
+    Failed => Failed,
+    Cancelling => Cancelling,
+    Deleting => Deleting,
+});
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::controller::task::decide::client_token;
+    use crate::controller::task::decide::{CommonPhase, client_token};
     use k8s_openapi::jiff::Timestamp;
 
     fn now() -> Time {

@@ -12,7 +12,7 @@ use tracing::{info, warn};
 
 use super::Error;
 use super::owned_images::{self, Lookup, describe_one, lookup_owned, snapshot};
-use super::task::{CloudTask, Common, CommonPhase, Next, Notice, Pass, Released};
+use super::task::{CloudTask, Common, CommonPhase, Next, Notice, Pass, Released, is_refusal};
 use crate::api::image_copy::{CopyPhase, DeletionPolicy, ImageCopy, ImageCopyStatus};
 use crate::api::{OWNER_TAG, OWNER_UID_TAG};
 use crate::ecs::{CopyImageRequest, EcsError};
@@ -109,14 +109,8 @@ async fn apply(pass: &mut Pass<'_, ImageCopy>) -> Result<Next, Error> {
                 }
                 // Only a fresh attempt: a retried one may have made a copy before it was refused.
                 Err(e) if record_attempt && is_refusal(&e) => {
-                    let code = e.code().unwrap_or_default().to_string();
-                    pass.ctx.metrics.failed(KIND, &code);
-                    warn!(object = %pass.name(), %code, "CopyImage refused");
-                    let outcome = Outcome::CopyRefused {
-                        code,
-                        message: e.message_for_status(),
-                    };
-                    pass.write(&outcome).await?;
+                    let refusal = |code, message| Outcome::CopyRefused { code, message };
+                    pass.refused("CopyImage", &e, refusal).await?;
                     return Ok(Next::StalledRetry);
                 }
                 Err(e) => return Err(Error::Ecs(e)),
@@ -147,12 +141,6 @@ async fn apply(pass: &mut Pass<'_, ImageCopy>) -> Result<Next, Error> {
         Some(CopyPhase::Failed) => Next::StalledRetry,
         _ => Next::Poll,
     })
-}
-
-/// An ECS answer that proves CopyImage made nothing: a definite refusal, not an outage and not
-/// a lost answer (after which the copy may exist).
-fn is_refusal(error: &EcsError) -> bool {
-    matches!(error, EcsError::Api { .. }) && !error.is_transient()
 }
 
 /// What ECS says about this object's destination image: the owner-tag lookup when status has

@@ -2,14 +2,14 @@
 //! ClientToken, so the task is the only handle: it is written to status before any waiting, and
 //! before any ExportImage the running export of the image is looked up and adopted.
 
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
 
 use crate::api::image_export::{ExportPhase, ImageExportStatus};
 use crate::controller::conditions::{READY, RECONCILING, STALLED, Wanted};
 use crate::controller::ecs_tasks::{TaskSnapshot, TaskState};
 use crate::controller::task::decide::{
-    Common, CommonPhase, Notice, TaskStatus, finish, next_common, progress_step_crossed,
+    Common, Notice, finish, next_common, progress_step_crossed, task_status,
 };
 
 /// What the reconciler learned this time.
@@ -272,32 +272,13 @@ fn observed(
     }
 }
 
-impl TaskStatus for ImageExportStatus {
-    fn conditions(&self) -> &[Condition] {
-        &self.conditions
-    }
-
-    fn set_conditions(&mut self, conditions: Vec<Condition>) {
-        self.conditions = conditions;
-    }
-
-    fn set_observed_generation(&mut self, generation: Option<i64>) {
-        self.observed_generation = generation;
-    }
-
-    fn has_phase(&self) -> bool {
-        self.phase.is_some()
-    }
-
-    fn set_phase(&mut self, phase: CommonPhase) {
-        self.phase = Some(match phase {
-            CommonPhase::Pending => ExportPhase::Pending,
-            CommonPhase::Failed => ExportPhase::Failed,
-            // An export leaves nothing to delete: both delete-path phases are a cancel.
-            CommonPhase::Cancelling | CommonPhase::Deleting => ExportPhase::Cancelling,
-        });
-    }
-}
+// An export leaves nothing to delete: both delete-path phases are a cancel.
+task_status!(ImageExportStatus, ExportPhase {
+    Pending => Pending,
+    Failed => Failed,
+    Cancelling => Cancelling,
+    Deleting => Cancelling,
+});
 
 #[cfg(test)]
 mod tests {

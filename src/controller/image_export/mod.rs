@@ -6,12 +6,14 @@
 pub mod decide;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use tracing::{info, warn};
+use tracing::info;
 
 use super::Error;
 use super::ecs_tasks::{self, Cancelled, TaskSnapshot, TaskState};
 use super::owned_images::listed_after;
-use super::task::{CloudTask, Common, CommonPhase, Next, Notice, Pass, Released, wire_name};
+use super::task::{
+    CloudTask, Common, CommonPhase, Next, Notice, Pass, Released, is_refusal, wire_name,
+};
 use crate::api::image_export::{ExportPhase, ImageExport, ImageExportStatus};
 use crate::ecs::{EcsError, ExportImageRequest};
 use decide::{ApplyStep, Observation, Outcome};
@@ -132,15 +134,9 @@ async fn start_export(pass: &mut Pass<'_, ImageExport>) -> Result<Option<Outcome
             Some(task) => Ok(Some(Outcome::Observed(task))),
             None => Err(Error::Ecs(e)),
         },
-        Err(e) if matches!(e, EcsError::Api { .. }) && !e.is_transient() => {
-            let code = e.code().unwrap_or_default().to_string();
-            pass.ctx.metrics.failed(KIND, &code);
-            warn!(object = %pass.name(), %code, "ExportImage refused");
-            let outcome = Outcome::ExportRefused {
-                code,
-                message: e.message_for_status(),
-            };
-            pass.write(&outcome).await?;
+        Err(e) if is_refusal(&e) => {
+            let refusal = |code, message| Outcome::ExportRefused { code, message };
+            pass.refused("ExportImage", &e, refusal).await?;
             Ok(None)
         }
         Err(e) => Err(Error::Ecs(e)),

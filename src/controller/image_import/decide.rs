@@ -2,14 +2,14 @@
 //! next status. The imported image carries the owner tags, so it is found, followed and
 //! released like a copy's destination image; the task adds its status and failure.
 
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
 use crate::api::image_import::{ImageImportStatus, ImportPhase};
 use crate::controller::conditions::{READY, RECONCILING, STALLED, Wanted};
 use crate::controller::ecs_tasks::{TaskSnapshot, TaskState};
 use crate::controller::owned_images::{ImageSnapshot, ImageState, keep_best};
 use crate::controller::task::decide::{
-    Common, CommonPhase, Notice, TaskStatus, finish, next_common, progress_step_crossed,
+    Common, Notice, finish, next_common, progress_step_crossed, task_status,
 };
 
 /// What the reconciler learned this time.
@@ -321,32 +321,12 @@ fn observed(
     }
 }
 
-impl TaskStatus for ImageImportStatus {
-    fn conditions(&self) -> &[Condition] {
-        &self.conditions
-    }
-
-    fn set_conditions(&mut self, conditions: Vec<Condition>) {
-        self.conditions = conditions;
-    }
-
-    fn set_observed_generation(&mut self, generation: Option<i64>) {
-        self.observed_generation = generation;
-    }
-
-    fn has_phase(&self) -> bool {
-        self.phase.is_some()
-    }
-
-    fn set_phase(&mut self, phase: CommonPhase) {
-        self.phase = Some(match phase {
-            CommonPhase::Pending => ImportPhase::Pending,
-            CommonPhase::Failed => ImportPhase::Failed,
-            CommonPhase::Cancelling => ImportPhase::Cancelling,
-            CommonPhase::Deleting => ImportPhase::Deleting,
-        });
-    }
-}
+task_status!(ImageImportStatus, ImportPhase {
+    Pending => Pending,
+    Failed => Failed,
+    Cancelling => Cancelling,
+    Deleting => Deleting,
+});
 
 #[cfg(test)]
 mod tests {

@@ -13,7 +13,9 @@ use super::Error;
 use super::ecs_tasks::{self, Cancelled, TaskSnapshot};
 use super::owned_images::{self, CleanupStep, ImageSnapshot, Lookup, describe_one, snapshot};
 use super::task::decide::client_token;
-use super::task::{CloudTask, Common, CommonPhase, Next, Notice, Pass, Released, wire_name};
+use super::task::{
+    CloudTask, Common, CommonPhase, Next, Notice, Pass, Released, is_refusal, wire_name,
+};
 use crate::api::image_copy::DeletionPolicy;
 use crate::api::image_import::{ImageImport, ImageImportStatus, ImportPhase};
 use crate::api::{OWNER_TAG, OWNER_UID_TAG};
@@ -119,14 +121,8 @@ async fn apply(pass: &mut Pass<'_, ImageImport>) -> Result<Next, Error> {
                 }
                 // Only a fresh attempt: a retried one may have started an import before.
                 Err(e) if record_attempt && is_refusal(&e) => {
-                    let code = e.code().unwrap_or_default().to_string();
-                    pass.ctx.metrics.failed(KIND, &code);
-                    warn!(object = %pass.name(), %code, "ImportImage refused");
-                    let outcome = Outcome::ImportRefused {
-                        code,
-                        message: e.message_for_status(),
-                    };
-                    pass.write(&outcome).await?;
+                    let refusal = |code, message| Outcome::ImportRefused { code, message };
+                    pass.refused("ImportImage", &e, refusal).await?;
                     return Ok(Next::StalledRetry);
                 }
                 Err(e) => return Err(Error::Ecs(e)),
@@ -145,10 +141,6 @@ async fn apply(pass: &mut Pass<'_, ImageImport>) -> Result<Next, Error> {
         Some(ImportPhase::Failed) => Next::StalledRetry,
         _ => Next::Poll,
     })
-}
-
-fn is_refusal(error: &EcsError) -> bool {
-    matches!(error, EcsError::Api { .. }) && !error.is_transient()
 }
 
 /// The owner-tag lookup when no image is recorded; else the shared region listing, with a

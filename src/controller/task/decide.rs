@@ -15,6 +15,41 @@ pub trait TaskStatus: Clone + Default + PartialEq + Serialize + Send + Sync + 's
     fn set_phase(&mut self, phase: CommonPhase);
 }
 
+/// Implements [`TaskStatus`] for a status struct with `conditions`, `observed_generation` and
+/// `phase: Option<Phase>` fields, given which of the kind's phases each [`CommonPhase`] is.
+macro_rules! task_status {
+    ($status:ty, $phase:ident { $($common:ident => $own:ident),+ $(,)? }) => {
+        impl $crate::controller::task::decide::TaskStatus for $status {
+            fn conditions(&self) -> &[k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition] {
+                &self.conditions
+            }
+
+            fn set_conditions(
+                &mut self,
+                conditions: Vec<k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition>,
+            ) {
+                self.conditions = conditions;
+            }
+
+            fn set_observed_generation(&mut self, generation: Option<i64>) {
+                self.observed_generation = generation;
+            }
+
+            fn has_phase(&self) -> bool {
+                self.phase.is_some()
+            }
+
+            fn set_phase(&mut self, phase: $crate::controller::task::decide::CommonPhase) {
+                use $crate::controller::task::decide::CommonPhase;
+                self.phase = Some(match phase {
+                    $(CommonPhase::$common => $phase::$own,)+
+                });
+            }
+        }
+    };
+}
+pub(crate) use task_status;
+
 /// The phases every kind has, whatever else it names its own.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum CommonPhase {

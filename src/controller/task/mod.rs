@@ -132,6 +132,26 @@ impl<K: CloudTask> Pass<'_, K> {
     pub async fn publish(&self, notices: &[Notice]) {
         publish(self.obj, self.ctx, notices).await;
     }
+
+    /// Shows that ECS refused the call `action` that was to start the task: `outcome` builds the
+    /// status from the ECS code and message (stalled; the attempt taken back).
+    pub async fn refused(
+        &mut self,
+        action: &str,
+        error: &EcsError,
+        outcome: impl FnOnce(String, String) -> K::Outcome,
+    ) -> Result<(), Error> {
+        let code = error.code().unwrap_or_default().to_string();
+        self.ctx.metrics.failed(K::KIND, &code);
+        warn!(kind = K::KIND, object = %self.name(), %code, "{action} refused");
+        self.write(&outcome(code, error.message_for_status())).await
+    }
+}
+
+/// An ECS answer that proves a call made nothing: a definite refusal, not an outage and not a
+/// lost answer (after which what it was to make may exist).
+pub fn is_refusal(error: &EcsError) -> bool {
+    matches!(error, EcsError::Api { .. }) && !error.is_transient()
 }
 
 pub async fn reconcile<K: CloudTask>(obj: Arc<K>, ctx: Arc<Context>) -> Result<Action, Error> {
