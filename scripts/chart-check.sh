@@ -69,10 +69,11 @@ echo "== Argo CD health checks (default libraries and useOpenLibs)"
 echo "== the README's argocd-cm snippet is the health check of every kind"
 for dir in deploy/argocd/imageops.dev/*/; do
   kind=$(basename "$dir")
+  # awk reads to the end: leaving early would kill sed with SIGPIPE, which pipefail reports.
   snippet=$(sed -n '/<!-- argocd-cm: begin -->/,/<!-- argocd-cm: end -->/p' README.md |
     awk -v key="  resource.customizations.health.imageops.dev_$kind: |" '
       $0 == key { on = 1; next }
-      on && (/^  resource\.customizations/ || /^```$/) { exit }
+      on && (/^  resource\.customizations/ || /^```$/) { on = 0 }
       on { sub(/^      /, ""); print }')
   if [ "$snippet" != "$(cat "$dir/health.lua")" ]; then
     echo "chart-check: README's argocd-cm snippet for $kind differs from $dir/health.lua" >&2

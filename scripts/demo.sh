@@ -71,7 +71,7 @@ echo
 echo "== kubectl delete imgcp cancel-me  (mid-copy: the finalizer cancels image $image in ECS)"
 k delete imgcp cancel-me --timeout=60s
 echo "emulator call counts: $(admin calls | python3 -c 'import json,sys; print(json.load(sys.stdin)["counts"])')"
-if admin images | grep -q "\"$image\""; then
+if admin images | grep "\"$image\"" >/dev/null; then
   echo "demo: $image still exists after the delete" >&2
   exit 1
 fi
