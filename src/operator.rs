@@ -20,7 +20,7 @@ use kube::runtime::controller::{Config as ControllerConfig, Controller};
 use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::watcher::{self, watcher};
 use kube::runtime::{WatchStreamExt, reflector};
-use kube::{Api, Client};
+use kube::{Api, Client, ResourceExt};
 use tracing::{error, info, warn};
 
 use crate::api::{ImageCopy, ImageExport, ImageImport};
@@ -406,6 +406,7 @@ async fn run_kind<K: CloudTask>(
         watcher::Config::default().any_semantic(),
     )
     .default_backoff()
+    .modify(strip_for_cache)
     .reflect(writer)
     .applied_objects()
     .predicate_filter(needs_reconcile::<K>, Default::default());
@@ -423,6 +424,18 @@ async fn run_kind<K: CloudTask>(
         .for_each(|_| futures::future::ready(()))
         .await;
 }
+
+/// Drops what no reconciliation reads before an object reaches the cache: `managedFields` and
+/// kubectl's last-applied copy of the object are often larger than the rest of it, and the
+/// cache holds every object for the life of the process.
+fn strip_for_cache<K: CloudTask>(obj: &mut K) {
+    obj.managed_fields_mut().clear();
+    if let Some(annotations) = &mut obj.meta_mut().annotations {
+        annotations.remove(LAST_APPLIED);
+    }
+}
+
+const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
 
 /// What a reconciliation depends on besides the cloud: the spec (generation), the finalizers,
 /// and whether deletion started.
@@ -523,6 +536,35 @@ async fn shutdown_signal() {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_cache_keeps_no_managed_fields_or_last_applied_copy() {
+        let mut copy: ImageCopy = serde_json::from_value(serde_json::json!({
+            "apiVersion": "imageops.dev/v1alpha1",
+            "kind": "ImageCopy",
+            "metadata": {
+                "name": "c",
+                "annotations": {LAST_APPLIED: "{...}", "team": "platform"},
+                "managedFields": [{"manager": "kubectl", "operation": "Apply"}],
+                "finalizers": ["imageops.dev/cleanup"],
+            },
+            "spec": {"sourceRegionId": "cn-hangzhou", "sourceImageId": "m-1", "destinationRegionId": "cn-shanghai"},
+        }))
+        .unwrap();
+        strip_for_cache(&mut copy);
+        assert!(copy.metadata.managed_fields.unwrap_or_default().is_empty());
+        let annotations = copy.metadata.annotations.unwrap_or_default();
+        assert!(!annotations.contains_key(LAST_APPLIED));
+        assert_eq!(
+            annotations.get("team").map(String::as_str),
+            Some("platform")
+        );
+        assert_eq!(
+            copy.metadata.finalizers.unwrap_or_default().len(),
+            1,
+            "what reconciles read stays"
+        );
+    }
 
     #[test]
     fn intervals_that_would_hot_loop_are_refused() {

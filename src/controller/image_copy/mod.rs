@@ -144,13 +144,26 @@ async fn apply(pass: &mut Pass<'_, ImageCopy>) -> Result<Next, Error> {
 }
 
 /// What ECS says about this object's destination image: the owner-tag lookup when status has
-/// no image yet (a crash after CopyImage must not copy twice), else the shared region listing.
+/// no image yet but a CopyImage was begun (a crash after CopyImage must not copy twice), else
+/// the shared region listing.
 /// An image the listing lacks is looked up by id, without any tag filter, before it counts as
 /// gone: tag indexes lag, owner tags get removed, and a listing item can fail to decode.
 async fn observe(pass: &Pass<'_, ImageCopy>) -> Result<Observation, EcsError> {
     let (obj, ctx, ecs, status, uid) = (pass.obj, pass.ctx, &pass.ecs, &pass.status, &pass.uid);
     let region = &obj.spec.destination_region_id;
     let Some(image_id) = &status.image_id else {
+        if decide::nothing_started(status) {
+            // No CopyImage begun, as far as status knows (each is recorded before it is sent):
+            // an image owned anyway (status lost, or written by an older version) is long in the
+            // shared region listing, which costs no call of this object's own.
+            let listing = ctx
+                .listings
+                .get(&ecs.client, &ecs.access_key_id, region)
+                .await?;
+            return Ok(Observation::Lookup(
+                listing.owned_by(uid).map(snapshot).collect(),
+            ));
+        }
         return Ok(Observation::Lookup(
             lookup_owned(&ecs.client, region, uid).await?,
         ));

@@ -143,13 +143,25 @@ async fn apply(pass: &mut Pass<'_, ImageImport>) -> Result<Next, Error> {
     })
 }
 
-/// The owner-tag lookup when no image is recorded; else the shared region listing, with a
+/// The owner-tag lookup when no image is recorded but an ImportImage was begun; else the shared region listing, with a
 /// lookup by id before an image counts as gone, and the task only when the image's state needs
 /// it (finished, failed, or no progress listed).
 async fn observe(pass: &Pass<'_, ImageImport>) -> Result<Observation, Error> {
     let region = &pass.obj.spec.region_id;
     let client = &pass.ecs.client;
     let Some(image_id) = &pass.status.image_id else {
+        if decide::nothing_started(&pass.status) {
+            // No ImportImage begun, as far as status knows: an image owned anyway (status lost)
+            // is long in the shared region listing.
+            let listing = pass
+                .ctx
+                .listings
+                .get(client, &pass.ecs.access_key_id, region)
+                .await?;
+            return Ok(Observation::Lookup(
+                listing.owned_by(&pass.uid).map(snapshot).collect(),
+            ));
+        }
         return Ok(Observation::Lookup(
             owned_images::lookup_owned(client, region, &pass.uid).await?,
         ));
