@@ -25,7 +25,7 @@ chaos:
 ## bench: the performance benchmark (BENCHMARKS.md): the release build on the real apiserver and
 ## the emulator, the per-object baseline poller in the same run; prints a table and writes
 ## target/bench/latest.json. Sizes and timings: N= objects (200), R= regions (4), COPY= copy
-## seconds (20), POLL= operator poll interval and baseline tick (10s), RESYNC= drift-check interval
+## seconds (25), POLL= operator poll interval and baseline tick (10s), RESYNC= drift-check interval
 ## (60s), REST= time held at rest (120s), QPS= ECS calls per second per region (10), CONCURRENCY=
 ## (16). `make bench N=10000` is the big run.
 bench:

@@ -76,7 +76,9 @@ impl BenchConfig {
         if regions == 0 || regions > DESTINATIONS.len() {
             return Err(ConfigError::Regions(regions));
         }
-        let copy_seconds = number("BENCH_COPY_SECONDS", 20.0)?;
+        // Not a multiple of the 10 s tick: with one, every fixed-tick poll would land just as a
+        // copy ends, flattering both sides' detection lag.
+        let copy_seconds = number("BENCH_COPY_SECONDS", 25.0)?;
         let poll_interval = duration("BENCH_POLL_INTERVAL", "10s")?;
         let region_qps = number("BENCH_REGION_QPS", 10)?;
         if region_qps == 0 {
