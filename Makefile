@@ -2,7 +2,7 @@
 SHELL := bash
 .SHELLFLAGS := -euo pipefail -c
 
-.PHONY: test demo up down crds lint harness sdk-test chaos chart-test manifests image image-test
+.PHONY: test demo up down crds lint harness sdk-test chaos chart-test manifests image image-test bench
 
 ## test: everything — lint, chart/manifests/Argo CD checks, unit tests, client/emulator tests, e2e on
 ## the real apiserver (the chart's among them), official SDK, the container image, and the short chaos run.
@@ -21,6 +21,21 @@ chaos:
 	@echo "== chaos ($(if $(LONG),long,short) run)"
 	export KUBE_HARNESS_DIR="$$(scripts/build-harness.sh)"; \
 	CHAOS_LONG=$(if $(LONG),1,) cargo test --locked --test chaos -- --exact chaos --nocapture
+
+## bench: the performance benchmark (BENCHMARKS.md): the release build on the real apiserver and
+## the emulator, the per-object baseline poller in the same run; prints a table and writes
+## target/bench/latest.json. Sizes and timings: N= objects (200), R= regions (4), COPY= copy
+## seconds (25), POLL= operator poll interval and baseline tick (10s), RESYNC= drift-check interval
+## (60s), REST= time held at rest (120s), QPS= ECS calls per second per region (10), CONCURRENCY=
+## (16). `make bench N=10000` is the big run.
+bench:
+	cargo build --locked --release
+	export KUBE_HARNESS_DIR="$$(scripts/build-harness.sh)"; \
+	BENCH_OPERATOR_BIN="$${CARGO_TARGET_DIR:-$(CURDIR)/target}/release/ecs-image-operator" \
+	BENCH_OBJECTS="$(N)" BENCH_REGIONS="$(R)" BENCH_COPY_SECONDS="$(COPY)" \
+	BENCH_POLL_INTERVAL="$(POLL)" BENCH_RESYNC_INTERVAL="$(RESYNC)" BENCH_AT_REST="$(REST)" \
+	BENCH_REGION_QPS="$(QPS)" BENCH_CONCURRENCY="$(CONCURRENCY)" \
+	cargo test --locked --test bench -- --ignored --exact bench --nocapture
 
 ## sdk-test: the official Alibaba Cloud Python SDK against our emulator.
 sdk-test:

@@ -1,0 +1,126 @@
+//! The per-object poller the operator is compared with, as Terraform and Crossplane's upjet
+//! providers follow a copy: one CopyImage per object, then every tick one DescribeImages
+//! `ImageId=` per object still in flight, until its image is Available. Every object has its own
+//! timer. It signs with its own access key and obeys the same client-side QPS limit per region
+//! as the operator, through the project's ECS client.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use ecs_image_operator::ecs::{
+    CopyImageRequest, Credentials, CredentialsProvider, DescribeImagesRequest, EcsClient,
+    EcsClientConfig, ImageStatus,
+};
+use tokio::task::JoinSet;
+
+use super::config::{BenchConfig, SOURCE_IMAGE, SOURCE_REGION};
+use super::launch::BASELINE_KEY;
+
+/// One copy the baseline made and followed.
+pub struct BaselineCopy {
+    pub region: &'static str,
+    pub image_id: String,
+    /// Just before its CopyImage was sent (waiting for the rate limit included).
+    pub started: DateTime<Utc>,
+    /// When the poller saw it Available.
+    pub seen_available: DateTime<Utc>,
+}
+
+pub struct BaselineRun {
+    pub copies: Vec<BaselineCopy>,
+    /// DescribeImages calls that failed (and were tried again on the next tick).
+    pub failed_polls: u64,
+}
+
+/// Every status a copy can be in: ECS lists only Available images when `Status` is empty.
+fn every_status() -> Vec<ImageStatus> {
+    vec![
+        ImageStatus::Waiting,
+        ImageStatus::Creating,
+        ImageStatus::Available,
+        ImageStatus::UnAvailable,
+        ImageStatus::CreateFailed,
+    ]
+}
+
+pub async fn run(config: &BenchConfig, endpoint: &str) -> BaselineRun {
+    let endpoint =
+        url::Url::parse(endpoint).unwrap_or_else(|e| panic!("emulator endpoint {endpoint}: {e}"));
+    let client = EcsClient::new(
+        EcsClientConfig {
+            endpoint: Some(endpoint),
+            region_qps: config.region_qps,
+            ..Default::default()
+        },
+        CredentialsProvider::fixed(Credentials::new(BASELINE_KEY.0, BASELINE_KEY.1)),
+    )
+    .expect("the baseline's ECS client configuration is valid");
+    let failed_polls = Arc::new(AtomicU64::new(0));
+    let mut copies = JoinSet::new();
+    for index in 0..config.objects {
+        copies.spawn(follow_one_copy(
+            client.clone(),
+            config.destination(index),
+            config.poll_interval,
+            failed_polls.clone(),
+        ));
+    }
+    let mut done = Vec::with_capacity(config.objects);
+    while let Some(copy) = copies.join_next().await {
+        done.push(copy.expect("a baseline copy task panicked"));
+    }
+    BaselineRun {
+        copies: done,
+        failed_polls: failed_polls.load(Ordering::Relaxed),
+    }
+}
+
+async fn follow_one_copy(
+    client: EcsClient,
+    region: &'static str,
+    tick: Duration,
+    failed_polls: Arc<AtomicU64>,
+) -> BaselineCopy {
+    let started = Utc::now();
+    let image_id = client
+        .copy_image(&CopyImageRequest {
+            source_region: SOURCE_REGION.into(),
+            image_id: SOURCE_IMAGE.into(),
+            destination_region: region.into(),
+            client_token: Some(uuid::Uuid::new_v4().simple().to_string()),
+            ..Default::default()
+        })
+        .await
+        .unwrap_or_else(|e| panic!("baseline CopyImage to {region}: {e}"))
+        .image_id;
+    let poll = DescribeImagesRequest {
+        region: region.into(),
+        image_id: Some(image_id.clone()),
+        status: every_status(),
+        ..Default::default()
+    };
+    loop {
+        tokio::time::sleep(tick).await;
+        match client.describe_images(&poll).await {
+            Ok(answer)
+                if answer
+                    .images
+                    .iter()
+                    .any(|i| i.status == ImageStatus::Available) =>
+            {
+                return BaselineCopy {
+                    region,
+                    image_id,
+                    started,
+                    seen_available: Utc::now(),
+                };
+            }
+            Ok(_) => {}
+            Err(_) => {
+                failed_polls.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+}
