@@ -18,6 +18,7 @@ use axum::routing::get;
 use futures::StreamExt;
 use kube::runtime::controller::{Config as ControllerConfig, Controller};
 use kube::runtime::events::{Recorder, Reporter};
+use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher::{self, watcher};
 use kube::runtime::{WatchStreamExt, reflector};
 use kube::{Api, Client, ResourceExt};
@@ -55,10 +56,12 @@ pub struct RunArgs {
     pub metrics_addr: SocketAddr,
     #[arg(long, value_enum, default_value = "text", env = "LOG_FORMAT")]
     pub log_format: LogFormat,
-    /// How often in-flight copies are looked at; one listing per region per interval.
+    /// The longest wait between two listings of a region while work is in flight (a copy's end
+    /// is looked for when its progress says it is due); how often progress shows.
     #[arg(long, default_value = "10s", value_parser = interval)]
     pub poll_interval: Duration,
-    /// How often finished copies are checked (for example for out-of-band deletion).
+    /// The drift-check interval: finished copies and imports are checked (for example for
+    /// out-of-band deletion) against one listing per region per interval.
     #[arg(long, default_value = "5m", value_parser = interval)]
     pub resync_interval: Duration,
     /// Wait after a terminal error (Stalled) before trying again.
@@ -417,7 +420,13 @@ async fn run_kind<K: CloudTask>(
         let _ = cache.wait_until_ready().await;
         let _ = stop.wait_for(|stop| *stop).await;
     };
+    // Objects whose image in flight changed, as the region pollers find them.
+    let woken = ctx
+        .in_flight
+        .wakes(K::KIND)
+        .map(|object| ObjectRef::new(&object.name).within(&object.namespace));
     Controller::for_stream(changes, reader)
+        .reconcile_on(woken)
         .with_config(ControllerConfig::default().concurrency(concurrency))
         .graceful_shutdown_on(graceful)
         .run(task::reconcile::<K>, task::error_policy::<K>, ctx)

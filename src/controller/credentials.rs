@@ -1,17 +1,20 @@
 //! Which ECS credentials an object uses: its own `credentialsSecretRef` (same namespace only),
 //! else the operator's standard chain.
 
+use std::hash::{Hash, Hasher};
+
 use k8s_openapi::api::core::v1::Secret;
 use kube::Api;
 
 use super::{Context, Error};
 use crate::ecs::{Credentials, CredentialsProvider, EcsClient};
 
-/// An ECS client bound to the object's credentials, and the AccessKeyId that identifies the
-/// account (region listings are shared per account).
+/// An ECS client bound to the object's credentials, and who signs with them.
 pub struct ObjectEcs {
     pub client: EcsClient,
-    pub access_key_id: String,
+    /// The AccessKeyId and a fingerprint of its secret: region listings are shared by objects
+    /// that sign alike, so one object's wrong secret never fails another's listing.
+    pub signer: String,
 }
 
 /// Resolves credentials for an object in `namespace`. `Error::Credentials` is terminal for the
@@ -54,6 +57,13 @@ pub async fn for_object(
     })?;
     Ok(ObjectEcs {
         client: ctx.ecs.with_credentials(provider),
-        access_key_id: credentials.access_key_id().to_string(),
+        signer: signer(&credentials),
     })
+}
+
+/// `AccessKeyId/fingerprint`: the fingerprint tells secrets apart in memory, and is never shown.
+fn signer(credentials: &Credentials) -> String {
+    let mut hasher = std::hash::DefaultHasher::new();
+    credentials.access_key_secret().hash(&mut hasher);
+    format!("{}/{:016x}", credentials.access_key_id(), hasher.finish())
 }

@@ -50,6 +50,9 @@ pub struct Listing {
     /// When the listing request started: an image recorded before this should be in it (the
     /// tag index may still lag, so absence is only ever a hint).
     pub taken_at: Timestamp,
+    /// `None`: every owned image; else only those made after this (a newest-first listing cut
+    /// short, see `in_flight`).
+    pub covers_since: Option<Timestamp>,
     pub images: HashMap<String, Image>,
 }
 
@@ -58,13 +61,7 @@ impl Listed for Listing {
         async move {
             let taken_at = Timestamp::now();
             let images = list_owned_images(&ecs, &region).await?;
-            Ok(Listing {
-                taken_at,
-                images: images
-                    .into_iter()
-                    .map(|i| (i.image_id.clone(), i))
-                    .collect(),
-            })
+            Ok(Listing::new(taken_at, None, images))
         }
         .boxed()
     }
@@ -101,6 +98,22 @@ impl Listed for RunningExports {
 }
 
 impl Listing {
+    pub fn new(taken_at: Timestamp, covers_since: Option<Timestamp>, images: Vec<Image>) -> Self {
+        Listing {
+            taken_at,
+            covers_since,
+            images: images
+                .into_iter()
+                .map(|i| (i.image_id.clone(), i))
+                .collect(),
+        }
+    }
+
+    /// Whether every owned image made after `since` is in it (as far as ECS listed it).
+    pub fn covers(&self, since: Timestamp) -> bool {
+        self.covers_since.is_none_or(|covered| covered <= since)
+    }
+
     /// The listed images tagged with `uid` as their owner.
     pub fn owned_by<'a>(&'a self, uid: &'a str) -> impl Iterator<Item = &'a Image> + 'a {
         self.images
@@ -109,7 +122,7 @@ impl Listing {
     }
 }
 
-/// Key: (region, AccessKeyId) — objects with their own Secret may see another account.
+/// Key: (region, signer) — objects with their own Secret may sign as another account.
 type Key = (String, String);
 
 type Fetch<T> = Shared<BoxFuture<'static, Result<Arc<T>, EcsError>>>;
@@ -160,10 +173,10 @@ impl<T: Listed> RegionListings<T> {
     pub async fn get(
         &self,
         ecs: &EcsClient,
-        access_key_id: &str,
+        signer: &str,
         region: &str,
     ) -> Result<Arc<T>, EcsError> {
-        let key = (region.to_string(), access_key_id.to_string());
+        let key = (region.to_string(), signer.to_string());
         let fetch = {
             let mut slots = self.slots.lock().unwrap_or_else(|e| e.into_inner());
             let now = Instant::now();

@@ -7,6 +7,7 @@ pub mod ecs_tasks;
 pub mod image_copy;
 pub mod image_export;
 pub mod image_import;
+pub mod in_flight;
 pub mod listings;
 pub mod metrics;
 pub mod owned_images;
@@ -20,6 +21,7 @@ use kube::Client;
 use kube::runtime::events::Recorder;
 
 use crate::ecs::{CredentialsProvider, EcsClient, EcsError};
+use in_flight::{InFlight, Pacing};
 use listings::{Listing, RegionListings, RunningExports};
 use metrics::Metrics;
 
@@ -57,8 +59,12 @@ pub struct Context {
     pub default_credentials: Option<CredentialsProvider>,
     pub recorder: Recorder,
     pub metrics: Arc<Metrics>,
-    /// The owned images of each region, shared by copies and imports.
+    /// The owned images of each region, every one of them, for finished copies and imports:
+    /// refreshed at most once per resync (drift-check) interval.
     pub listings: RegionListings<Listing>,
+    /// Copies in flight, followed per region on a due-time schedule; also the recent listings
+    /// that objects not yet started look in.
+    pub in_flight: InFlight,
     /// The running export tasks of each region.
     pub running_exports: RegionListings<RunningExports>,
     pub timing: Timing,
@@ -82,7 +88,12 @@ impl Context {
             default_credentials,
             recorder,
             metrics,
-            listings: RegionListings::new(timing.poll_interval),
+            listings: RegionListings::with_limits(
+                timing.resync_interval,
+                timing.poll_interval.max(Duration::from_secs(15)),
+                (timing.resync_interval * 3).max(Duration::from_secs(600)),
+            ),
+            in_flight: InFlight::new(Pacing::new(timing.poll_interval)),
             running_exports: RegionListings::new(timing.poll_interval),
             backoffs: Backoffs::new(timing.poll_interval, timing.max_backoff),
             progress_reads: Throttle::new(timing.poll_interval * PROGRESS_READ_POLLS),
@@ -100,6 +111,7 @@ impl Context {
     pub fn forget(&self, kind: &str, uid: &str) {
         self.backoffs.reset(uid);
         self.progress_reads.forget(uid);
+        self.in_flight.unfollow(uid);
         self.metrics.set_in_flight(kind, uid, None);
     }
 

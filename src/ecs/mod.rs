@@ -35,5 +35,5 @@ pub use rrsa::{REFRESH_BEFORE_EXPIRY, RrsaConfig};
 pub use types::{
     CopyImageResponse, DescribeImagesResponse, DescribeTasksResponse, ExportImageResponse, Image,
     ImageStatus, ImportImageResponse, ListTagResourcesResponse, OperationProgress, Region,
-    RelatedItem, Tag, TagResource, Task, TaskAttribute, TaskFailure, TaskStatus,
+    RelatedItem, Tag, TagResource, Task, TaskAttribute, TaskFailure, TaskStatus, parse_percent,
 };

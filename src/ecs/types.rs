@@ -144,9 +144,15 @@ impl Image {
     pub fn progress_percent(&self) -> Option<u8> {
         self.progress.as_deref().and_then(parse_percent)
     }
+
+    /// `CreationTime` when it has the documented `2019-11-15T06:07:05Z` shape.
+    pub fn created(&self) -> Option<k8s_openapi::jiff::Timestamp> {
+        self.creation_time.as_deref()?.parse().ok()
+    }
 }
 
-pub(crate) fn parse_percent(text: &str) -> Option<u8> {
+/// `"45%"` → 45 (capped at 100); `None` when unreadable.
+pub fn parse_percent(text: &str) -> Option<u8> {
     let number = text.trim().trim_end_matches('%').trim();
     let value: f64 = number.parse().ok()?;
     (value.is_finite() && value >= 0.0).then(|| value.min(100.0).floor() as u8)

@@ -11,7 +11,8 @@ use kube::ResourceExt;
 use tracing::{info, warn};
 
 use super::Error;
-use super::owned_images::{self, Lookup, describe_one, lookup_owned, snapshot};
+use super::in_flight::{Followed, listed_since};
+use super::owned_images::{self, ImageState, Lookup, describe_one, lookup_owned, snapshot};
 use super::task::{CloudTask, Common, CommonPhase, Next, Notice, Pass, Released, is_refusal};
 use crate::api::image_copy::{CopyPhase, DeletionPolicy, ImageCopy, ImageCopyStatus};
 use crate::api::{OWNER_TAG, OWNER_UID_TAG};
@@ -62,6 +63,24 @@ impl CloudTask for ImageCopy {
             status.phase,
             Some(CopyPhase::Pending | CopyPhase::Queued | CopyPhase::Copying)
         )
+    }
+
+    fn followed(&self, status: &ImageCopyStatus) -> Option<Followed> {
+        let state = match status.phase? {
+            CopyPhase::Queued => ImageState::Waiting,
+            CopyPhase::Copying => ImageState::Creating,
+            _ => return None,
+        };
+        Some(Followed {
+            image_id: status.image_id.clone()?,
+            since: listed_since(self),
+            started: status
+                .start_time
+                .as_ref()
+                .map_or_else(Timestamp::now, |t| t.0),
+            state,
+            progress: status.progress.clone(),
+        })
     }
 
     async fn apply(pass: &mut Pass<'_, Self>) -> Result<Next, Error> {
@@ -145,7 +164,7 @@ async fn apply(pass: &mut Pass<'_, ImageCopy>) -> Result<Next, Error> {
 
 /// What ECS says about this object's destination image: the owner-tag lookup when status has
 /// no image yet but a CopyImage was begun (a crash after CopyImage must not copy twice), else
-/// the shared region listing.
+/// the shared region listing (recent while the copy runs, the drift listing once finished).
 /// An image the listing lacks is looked up by id, without any tag filter, before it counts as
 /// gone: tag indexes lag, owner tags get removed, and a listing item can fail to decode.
 async fn observe(pass: &Pass<'_, ImageCopy>) -> Result<Observation, EcsError> {
@@ -156,10 +175,7 @@ async fn observe(pass: &Pass<'_, ImageCopy>) -> Result<Observation, EcsError> {
             // No CopyImage begun, as far as status knows (each is recorded before it is sent):
             // an image owned anyway (status lost, or written by an older version) is long in the
             // shared region listing, which costs no call of this object's own.
-            let listing = ctx
-                .listings
-                .get(&ecs.client, &ecs.access_key_id, region)
-                .await?;
+            let listing = pass.owned_images().await?;
             return Ok(Observation::Lookup(
                 listing.owned_by(uid).map(snapshot).collect(),
             ));
@@ -168,10 +184,7 @@ async fn observe(pass: &Pass<'_, ImageCopy>) -> Result<Observation, EcsError> {
             lookup_owned(&ecs.client, region, uid).await?,
         ));
     };
-    let listing = ctx
-        .listings
-        .get(&ecs.client, &ecs.access_key_id, region)
-        .await?;
+    let listing = pass.owned_images().await?;
     let duplicates: Vec<ImageSnapshot> = listing
         .owned_by(uid)
         .filter(|image| image.image_id != *image_id)

@@ -153,7 +153,7 @@ async fn observe(pass: &Pass<'_, ImageExport>) -> Result<Observation, Error> {
     let listing = pass
         .ctx
         .running_exports
-        .get(&pass.ecs.client, &pass.ecs.access_key_id, region)
+        .get(&pass.ecs.client, &pass.ecs.signer, region)
         .await?;
     if let Some(listed) = listing.tasks.get(task_id) {
         if pass.ctx.progress_reads.due(&pass.uid) {

@@ -153,11 +153,7 @@ async fn observe(pass: &Pass<'_, ImageImport>) -> Result<Observation, Error> {
         if decide::nothing_started(&pass.status) {
             // No ImportImage begun, as far as status knows: an image owned anyway (status lost)
             // is long in the shared region listing.
-            let listing = pass
-                .ctx
-                .listings
-                .get(client, &pass.ecs.access_key_id, region)
-                .await?;
+            let listing = pass.owned_images().await?;
             return Ok(Observation::Lookup(
                 listing.owned_by(&pass.uid).map(snapshot).collect(),
             ));
@@ -166,11 +162,7 @@ async fn observe(pass: &Pass<'_, ImageImport>) -> Result<Observation, Error> {
             owned_images::lookup_owned(client, region, &pass.uid).await?,
         ));
     };
-    let listing = pass
-        .ctx
-        .listings
-        .get(client, &pass.ecs.access_key_id, region)
-        .await?;
+    let listing = pass.owned_images().await?;
     let duplicates: Vec<ImageSnapshot> = listing
         .owned_by(&pass.uid)
         .filter(|image| image.image_id != *image_id)

@@ -24,6 +24,8 @@ use serde_json::json;
 use tracing::warn;
 
 use super::credentials::{self, ObjectEcs};
+use super::in_flight::{Followed, ObjectKey, listed_since};
+use super::listings::Listing;
 use super::{Context, Error};
 use crate::api::FINALIZER;
 use crate::ecs::EcsError;
@@ -87,6 +89,11 @@ pub trait CloudTask:
     /// No ECS call that could have made something was ever begun: deleting needs no cloud.
     fn nothing_to_release(status: &Self::Status) -> bool;
     fn in_flight(status: &Self::Status) -> bool;
+    /// The image in flight this object wants to be woken about (see `in_flight`), if the kind
+    /// is followed that way; a kind that is not polls at the poll interval.
+    fn followed(&self, _status: &Self::Status) -> Option<Followed> {
+        None
+    }
 
     /// Observe, decide, act, and write the status through `pass`. An `Error::Ecs` returned here
     /// becomes `Retrying` (transient) or `Stalled` (terminal) in the core.
@@ -115,6 +122,27 @@ pub struct Pass<'a, K: CloudTask> {
 }
 
 impl<K: CloudTask> Pass<'_, K> {
+    /// The owned images of the object's region: while its work is in flight or not begun, a
+    /// recent listing (back to the object's creation, at most a poll interval old) shared with
+    /// the region's poller; once finished, the slow drift listing that notices out-of-band
+    /// changes.
+    pub async fn owned_images(&self) -> Result<Arc<Listing>, EcsError> {
+        let (ctx, ecs, region) = (self.ctx, &self.ecs, self.obj.region());
+        if K::in_flight(&self.status) || K::nothing_to_release(&self.status) {
+            ctx.in_flight
+                .listing(
+                    &ecs.client,
+                    &ecs.signer,
+                    region,
+                    listed_since(self.obj),
+                    ctx.timing.poll_interval,
+                )
+                .await
+        } else {
+            ctx.listings.get(&ecs.client, &ecs.signer, region).await
+        }
+    }
+
     pub fn name(&self) -> String {
         self.obj.name_any()
     }
@@ -213,15 +241,41 @@ async fn apply<K: CloudTask>(obj: &K, ctx: &Context) -> Result<Action, Error> {
             ctx.reset_failures(&pass.uid);
             let in_flight = K::in_flight(&pass.status).then_some(obj.region());
             ctx.metrics.set_in_flight(K::KIND, &pass.uid, in_flight);
+            let followed = obj.followed(&pass.status);
+            let woken = followed.is_some();
+            match followed {
+                Some(followed) => ctx.in_flight.follow(
+                    &pass.ecs.client,
+                    &pass.ecs.signer,
+                    obj.region(),
+                    &pass.uid,
+                    ObjectKey {
+                        kind: K::KIND,
+                        namespace: obj.namespace().unwrap_or_default(),
+                        name: obj.name_any(),
+                    },
+                    followed,
+                ),
+                None => ctx.in_flight.unfollow(&pass.uid),
+            }
             Ok(Action::requeue(match next {
+                // The region's poller wakes it when its image changes; the requeue is a
+                // safety net only.
+                Next::Poll if woken => ctx.timing.resync_interval,
                 Next::Poll => ctx.timing.poll_interval,
                 Next::Resync => ctx.timing.resync_interval,
                 Next::StalledRetry => ctx.timing.stalled_retry,
                 Next::Now => Duration::ZERO,
             }))
         }
-        Err(Error::Ecs(e)) => ecs_failure(obj, ctx, &pass.status, e).await,
-        Err(e) => Err(e),
+        Err(error) => {
+            // The backoff decides when to look again, not the poller.
+            ctx.in_flight.unfollow(&pass.uid);
+            match error {
+                Error::Ecs(e) => ecs_failure(obj, ctx, &pass.status, e).await,
+                e => Err(e),
+            }
+        }
     }
 }
 
@@ -229,6 +283,8 @@ async fn cleanup<K: CloudTask>(obj: &K, ctx: &Context) -> Result<Action, Error> 
     let uid = obj.uid().ok_or(Error::MissingObjectField("metadata.uid"))?;
     let status = obj.status().cloned().unwrap_or_default();
     ctx.metrics.set_in_flight(K::KIND, &uid, None);
+    // Deleting retries on its own schedule; a changed image must not wake it sooner.
+    ctx.in_flight.unfollow(&uid);
     if K::nothing_to_release(&status) {
         // Nothing in the cloud can be this object's, and deleting it must not depend on
         // credentials that may be what was wrong with it.

@@ -1,0 +1,662 @@
+//! Work in flight, followed per region on a due-time schedule.
+//!
+//! An object whose image is being made registers here with what its status shows ([`Followed`]).
+//! One poller per (region, account) lists the region's owned images newest first, and only back
+//! to the oldest image anyone follows or asked about, at the moment the first followed image is
+//! due to finish (estimated from the progress ECS reports), and at least once per poll interval
+//! so that progress shows. It then wakes only the objects whose image changed: finished, failed
+//! or gone at once, progress at most once per poll interval. An object not woken costs neither a
+//! reconcile nor a call, however many are in flight.
+//!
+//! ECS lists images newest first. Were a listing ever in another order, the objects would miss
+//! their images in it and look them up by id: the order decides the cost, never a verdict.
+//!
+//! Reconciles that need a recent listing for other reasons (a new object looking for an image
+//! it may already own, a restart) ask through [`InFlight::listing`]; they share the poller's
+//! next listing instead of making calls of their own.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::channel::mpsc;
+use k8s_openapi::jiff::{SignedDuration, Timestamp};
+use kube::Resource;
+use tokio::sync::{Notify, watch};
+use tokio::time::Instant;
+use tracing::{debug, warn};
+
+use super::listings::{Listing, followed_statuses};
+use super::owned_images::{ImageState, listed_after};
+use crate::api::OWNER_UID_TAG;
+use crate::ecs::{
+    DescribeImagesRequest, EcsClient, EcsError, Image, MAX_PAGE_SIZE, MAX_PAGES, parse_percent,
+};
+
+/// How an object is reached when its image changes.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct ObjectKey {
+    pub kind: &'static str,
+    pub namespace: String,
+    pub name: String,
+}
+
+/// What an object's status shows about its image in flight.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Followed {
+    pub image_id: String,
+    /// Every image the object can own was made after this (its creation, less a margin): the
+    /// listing reaches back to here.
+    pub since: Timestamp,
+    /// When the work started, for the estimate of when it ends.
+    pub started: Timestamp,
+    pub state: ImageState,
+    pub progress: Option<String>,
+}
+
+/// The timing of the pollers.
+#[derive(Clone, Debug)]
+pub struct Pacing {
+    /// The longest wait between listings while anything is followed; also how often progress
+    /// alone wakes an object.
+    pub poll_interval: Duration,
+    /// The shortest wait between two listings of one region, however much is due.
+    pub min_gap: Duration,
+    /// How long a reconcile waits for a listing it asked for.
+    pub wait_limit: Duration,
+    /// A region with nothing followed and nothing asked for this long loses its poller.
+    pub idle_exit: Duration,
+}
+
+impl Pacing {
+    pub fn new(poll_interval: Duration) -> Self {
+        Pacing {
+            poll_interval,
+            min_gap: MIN_GAP.min(poll_interval),
+            wait_limit: poll_interval.max(Duration::from_secs(15)),
+            idle_exit: (poll_interval * 30).max(Duration::from_secs(600)),
+        }
+    }
+}
+
+/// One listing a second per region at most: a detection lag well under the second or two a
+/// user notices, at a cost bounded by the regions rather than by the objects.
+const MIN_GAP: Duration = Duration::from_secs(1);
+
+/// Key: (region, signer) — objects with their own Secret may sign as another account.
+type Key = (String, String);
+
+type Published = Option<Result<Arc<Listing>, EcsError>>;
+
+struct Entry {
+    object: ObjectKey,
+    followed: Followed,
+    due: Instant,
+    progress_woken: Option<Instant>,
+}
+
+struct RegionState {
+    ecs: EcsClient,
+    entries: HashMap<String, Entry>,
+    /// The oldest creation time a waiting reconcile asked the next listing to reach.
+    asked_since: Option<Timestamp>,
+    latest: Option<(Instant, Arc<Listing>)>,
+    last_fetch: Option<Instant>,
+}
+
+struct Region {
+    state: Mutex<RegionState>,
+    changed: Notify,
+    published: watch::Sender<Published>,
+}
+
+pub struct InFlight {
+    pacing: Pacing,
+    regions: Arc<Mutex<HashMap<Key, Arc<Region>>>>,
+    wakes: Wakes,
+}
+
+type Wakes = Arc<Mutex<HashMap<&'static str, mpsc::UnboundedSender<ObjectKey>>>>;
+
+impl InFlight {
+    pub fn new(pacing: Pacing) -> Self {
+        InFlight {
+            pacing,
+            regions: Arc::default(),
+            wakes: Wakes::default(),
+        }
+    }
+
+    /// The objects of `kind` to reconcile because their image changed.
+    pub fn wakes(&self, kind: &'static str) -> mpsc::UnboundedReceiver<ObjectKey> {
+        let (sender, receiver) = mpsc::unbounded();
+        lock(&self.wakes).insert(kind, sender);
+        receiver
+    }
+
+    /// Follows (or goes on following) an object's image in flight.
+    pub fn follow(
+        &self,
+        ecs: &EcsClient,
+        signer: &str,
+        region: &str,
+        uid: &str,
+        object: ObjectKey,
+        followed: Followed,
+    ) {
+        let slot = self.region(ecs, signer, region);
+        let mut state = lock(&slot.state);
+        let due = Instant::now() + due_in(&followed, Timestamp::now(), self.pacing.poll_interval);
+        let progress_woken = state.entries.get(uid).and_then(|e| e.progress_woken);
+        state.ecs = ecs.clone();
+        state.entries.insert(
+            uid.to_string(),
+            Entry {
+                object,
+                followed,
+                due,
+                progress_woken,
+            },
+        );
+        drop(state);
+        slot.changed.notify_one();
+    }
+
+    /// Stops following the object, wherever it was followed.
+    pub fn unfollow(&self, uid: &str) {
+        let regions: Vec<Arc<Region>> = lock(&self.regions).values().cloned().collect();
+        for region in regions {
+            lock(&region.state).entries.remove(uid);
+        }
+    }
+
+    /// How many objects are followed, over all regions.
+    pub fn followed_count(&self) -> usize {
+        let regions: Vec<Arc<Region>> = lock(&self.regions).values().cloned().collect();
+        regions.iter().map(|r| lock(&r.state).entries.len()).sum()
+    }
+
+    /// A listing of the region's owned images made after `since`, taken at most `max_age` ago:
+    /// the latest one if it will do, else the poller's next, asked for now and shared with
+    /// every other reconcile asking meanwhile.
+    pub async fn listing(
+        &self,
+        ecs: &EcsClient,
+        signer: &str,
+        region: &str,
+        since: Timestamp,
+        max_age: Duration,
+    ) -> Result<Arc<Listing>, EcsError> {
+        let slot = self.region(ecs, signer, region);
+        let adequate = |listing: &Listing| listing.covers(since);
+        let mut published = slot.published.subscribe();
+        {
+            let mut state = lock(&slot.state);
+            if let Some((at, listing)) = &state.latest
+                && at.elapsed() < max_age
+                && adequate(listing)
+            {
+                return Ok(listing.clone());
+            }
+            state.asked_since = Some(state.asked_since.map_or(since, |s| s.min(since)));
+        }
+        slot.changed.notify_one();
+        let wait = async {
+            loop {
+                if published.changed().await.is_err() {
+                    return Err(EcsError::Transport {
+                        message: format!("the poller of {region} ended"),
+                    });
+                }
+                match &*published.borrow_and_update() {
+                    Some(Ok(listing)) if adequate(listing) => return Ok(listing.clone()),
+                    Some(Err(e)) => return Err(e.clone()),
+                    _ => {}
+                }
+            }
+        };
+        match tokio::time::timeout(self.pacing.wait_limit, wait).await {
+            Ok(result) => result,
+            Err(_) => Err(EcsError::Timeout(self.pacing.wait_limit)),
+        }
+    }
+
+    fn region(&self, ecs: &EcsClient, signer: &str, region: &str) -> Arc<Region> {
+        let key = (region.to_string(), signer.to_string());
+        let mut regions = lock(&self.regions);
+        if let Some(slot) = regions.get(&key) {
+            return slot.clone();
+        }
+        let slot = Arc::new(Region {
+            state: Mutex::new(RegionState {
+                ecs: ecs.clone(),
+                entries: HashMap::new(),
+                asked_since: None,
+                latest: None,
+                last_fetch: None,
+            }),
+            changed: Notify::new(),
+            published: watch::channel(None).0,
+        });
+        regions.insert(key.clone(), slot.clone());
+        let poller = Poller {
+            key,
+            slot: slot.clone(),
+            regions: self.regions.clone(),
+            wakes: self.wakes.clone(),
+            pacing: self.pacing.clone(),
+        };
+        tokio::spawn(poller.run());
+        slot
+    }
+}
+
+/// How long until the image is expected to be finished, from its progress so far, at most
+/// `longest`. Progress rises about evenly while a copy runs; a queued image shows none.
+pub fn due_in(followed: &Followed, now: Timestamp, longest: Duration) -> Duration {
+    let percent = percent(&followed.progress);
+    let elapsed = Duration::try_from(now.duration_since(followed.started)).unwrap_or_default();
+    match (followed.state.clone(), percent) {
+        (ImageState::Creating, Some(p @ 1..=99)) => {
+            let remaining = elapsed.mul_f64(f64::from(100 - p) / f64::from(p));
+            remaining.min(longest)
+        }
+        (ImageState::Creating, Some(100..)) => Duration::ZERO,
+        _ => longest,
+    }
+}
+
+struct Poller {
+    key: Key,
+    slot: Arc<Region>,
+    regions: Arc<Mutex<HashMap<Key, Arc<Region>>>>,
+    wakes: Wakes,
+    pacing: Pacing,
+}
+
+/// What the poller does next.
+enum Plan {
+    /// List the images made after this.
+    List(Timestamp),
+    Sleep(Instant),
+    Idle,
+}
+
+impl Poller {
+    async fn run(self) {
+        loop {
+            match self.plan() {
+                Plan::List(since) => self.list(since).await,
+                Plan::Sleep(until) => {
+                    tokio::select! {
+                        _ = tokio::time::sleep_until(until) => {}
+                        _ = self.slot.changed.notified() => {}
+                    }
+                }
+                Plan::Idle => {
+                    let idle = tokio::time::sleep(self.pacing.idle_exit);
+                    tokio::select! {
+                        _ = idle => if self.leave_if_idle() { return },
+                        _ = self.slot.changed.notified() => {}
+                    }
+                }
+            }
+        }
+    }
+
+    fn plan(&self) -> Plan {
+        let state = lock(&self.slot.state);
+        let oldest = state
+            .entries
+            .values()
+            .map(|e| e.followed.since)
+            .chain(state.asked_since)
+            .min();
+        let Some(since) = oldest else {
+            return Plan::Idle;
+        };
+        let due = if state.asked_since.is_some() {
+            Instant::now()
+        } else {
+            state
+                .entries
+                .values()
+                .map(|e| e.due)
+                .min()
+                .unwrap_or_else(Instant::now)
+        };
+        let earliest = state
+            .last_fetch
+            .map_or(due, |at| due.max(at + self.pacing.min_gap));
+        if earliest <= Instant::now() {
+            Plan::List(since)
+        } else {
+            Plan::Sleep(earliest)
+        }
+    }
+
+    fn leave_if_idle(&self) -> bool {
+        let mut regions = lock(&self.regions);
+        let state = lock(&self.slot.state);
+        if state.entries.is_empty() && state.asked_since.is_none() {
+            regions.remove(&self.key);
+            return true;
+        }
+        false
+    }
+
+    async fn list(&self, since: Timestamp) {
+        let ecs = {
+            let mut state = lock(&self.slot.state);
+            state.asked_since = None;
+            state.last_fetch = Some(Instant::now());
+            state.ecs.clone()
+        };
+        let taken_at = Timestamp::now();
+        let result =
+            tokio::time::timeout(self.pacing.wait_limit, list_since(&ecs, &self.key.0, since))
+                .await
+                .unwrap_or(Err(EcsError::Timeout(self.pacing.wait_limit)));
+        match result {
+            Ok(images) => {
+                let listing = Arc::new(Listing::new(taken_at, Some(since), images));
+                self.wake_changed(&listing);
+                lock(&self.slot.state).latest = Some((Instant::now(), listing.clone()));
+                self.slot.published.send_replace(Some(Ok(listing)));
+            }
+            Err(error) => {
+                warn!(region = %self.key.0, %error, "listing the images in flight failed; trying again");
+                let retry = Instant::now() + self.pacing.poll_interval;
+                for entry in lock(&self.slot.state).entries.values_mut() {
+                    entry.due = entry.due.max(retry);
+                }
+                self.slot.published.send_replace(Some(Err(error)));
+            }
+        }
+    }
+
+    /// Wakes the objects whose image changed and sets when each is due next.
+    fn wake_changed(&self, listing: &Listing) {
+        let wakes = lock(&self.wakes).clone();
+        let now = Instant::now();
+        let wall = Timestamp::now();
+        let mut state = lock(&self.slot.state);
+        let mut finished = Vec::new();
+        for (uid, entry) in state.entries.iter_mut() {
+            let followed = &mut entry.followed;
+            let listed = listing.images.get(&followed.image_id);
+            let state_now = listed.map(|image| ImageState::from_ecs(image.status.as_str()));
+            let ended = match &state_now {
+                Some(state) => !state.in_flight(),
+                // Absent from a listing that should show it: its object looks it up by id.
+                None => listed_after(Some(followed.started), listing.taken_at),
+            };
+            if ended || state_now.as_ref().is_some_and(|s| *s != followed.state) {
+                wake(&wakes, &entry.object);
+                if ended {
+                    finished.push(uid.clone());
+                    continue;
+                }
+            }
+            if let (Some(state_now), Some(image)) = (state_now, listed) {
+                followed.state = state_now;
+                let progress_due = entry
+                    .progress_woken
+                    .is_none_or(|at| now >= at + self.pacing.poll_interval);
+                if percent(&image.progress) != percent(&followed.progress) && progress_due {
+                    wake(&wakes, &entry.object);
+                    entry.progress_woken = Some(now);
+                }
+                followed.progress = image.progress.clone();
+            }
+            entry.due = now + due_in(followed, wall, self.pacing.poll_interval);
+        }
+        for uid in finished {
+            state.entries.remove(&uid);
+        }
+        debug!(region = %self.key.0, followed = state.entries.len(), "listed the images in flight");
+    }
+}
+
+fn percent(progress: &Option<String>) -> Option<u8> {
+    progress.as_deref().and_then(parse_percent)
+}
+
+fn wake(wakes: &HashMap<&'static str, mpsc::UnboundedSender<ObjectKey>>, object: &ObjectKey) {
+    if let Some(sender) = wakes.get(object.kind) {
+        let _ = sender.unbounded_send(object.clone());
+    }
+}
+
+/// Owned images of `region` made after `since`, newest first: pages until one reaches past it.
+async fn list_since(
+    ecs: &EcsClient,
+    region: &str,
+    since: Timestamp,
+) -> Result<Vec<Image>, EcsError> {
+    let mut images = Vec::new();
+    for page_number in 1..=MAX_PAGES {
+        let page = ecs
+            .describe_images(&DescribeImagesRequest {
+                region: region.to_string(),
+                status: followed_statuses(),
+                image_owner_alias: Some("self".into()),
+                tags: vec![(OWNER_UID_TAG.to_string(), String::new())],
+                page_number: Some(page_number),
+                page_size: Some(MAX_PAGE_SIZE),
+                ..Default::default()
+            })
+            .await?;
+        let count = page.images.len();
+        let reached = page
+            .images
+            .last()
+            .and_then(|image| image.created())
+            .is_some_and(|created| created < since);
+        images.extend(page.images);
+        let listed = u64::try_from(images.len()).unwrap_or(u64::MAX);
+        if reached || count < MAX_PAGE_SIZE as usize || listed >= page.total_count {
+            return Ok(images);
+        }
+    }
+    Err(EcsError::Transport {
+        message: format!(
+            "DescribeImages in {region} still had pages after {}",
+            MAX_PAGES
+        ),
+    })
+}
+
+/// How far back a listing must reach for `obj`: every image it can own was made after its
+/// creation (a margin for clocks that disagree).
+pub fn listed_since<K: Resource>(obj: &K) -> Timestamp {
+    obj.meta()
+        .creation_timestamp
+        .as_ref()
+        .map_or(Timestamp::MIN, |created| {
+            created.0.checked_sub(CLOCK_MARGIN).unwrap_or(created.0)
+        })
+}
+
+const CLOCK_MARGIN: SignedDuration = SignedDuration::from_secs(60);
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ecs::{Credentials, CredentialsProvider, EcsClientConfig};
+    use futures::StreamExt;
+    use serde_json::{Value, json};
+
+    fn followed(image_id: &str, state: ImageState, progress: Option<&str>, ago: u64) -> Followed {
+        let now = Timestamp::now();
+        Followed {
+            image_id: image_id.into(),
+            since: now - SignedDuration::from_secs(3600),
+            started: now - SignedDuration::from_secs(ago as i64),
+            state,
+            progress: progress.map(str::to_string),
+        }
+    }
+
+    #[test]
+    fn the_next_look_is_when_the_progress_says_the_copy_ends() {
+        let longest = Duration::from_secs(10);
+        let at = |f: &Followed| due_in(f, Timestamp::now(), longest).as_secs_f64();
+        let half = followed("m-1", ImageState::Creating, Some("50%"), 4);
+        assert!((at(&half) - 4.0).abs() < 0.2, "{}", at(&half));
+        let early = followed("m-1", ImageState::Creating, Some("10%"), 4);
+        assert_eq!(at(&early), 10.0, "never longer than the poll interval");
+        let done = followed("m-1", ImageState::Creating, Some("100%"), 4);
+        assert_eq!(at(&done), 0.0);
+        let queued = followed("m-1", ImageState::Waiting, Some("0%"), 4);
+        assert_eq!(at(&queued), 10.0, "a queued copy shows no rate");
+        let unknown = followed("m-1", ImageState::Creating, None, 4);
+        assert_eq!(at(&unknown), 10.0);
+    }
+
+    /// A local ECS answering DescribeImages from `images` (newest first), 100 per page; counts
+    /// the pages asked for.
+    async fn fake_ecs(images: Arc<Mutex<Vec<Value>>>) -> (EcsClient, Arc<Mutex<usize>>) {
+        let pages: Arc<Mutex<usize>> = Arc::default();
+        let counter = pages.clone();
+        let app = axum::Router::new().fallback(move |uri: axum::http::Uri| {
+            let (images, counter) = (images.clone(), counter.clone());
+            async move {
+                let query = uri.query().unwrap_or_default().to_string();
+                let page: usize = form_urlencoded::parse(query.as_bytes())
+                    .find(|(k, _)| k == "PageNumber")
+                    .and_then(|(_, v)| v.parse().ok())
+                    .unwrap_or(1);
+                *lock(&counter) += 1;
+                let all = lock(&images).clone();
+                let chunk: Vec<Value> = all
+                    .iter()
+                    .skip((page - 1) * 100)
+                    .take(100)
+                    .cloned()
+                    .collect();
+                axum::Json(json!({
+                    "RequestId": "r", "TotalCount": all.len(), "PageNumber": page, "PageSize": 100,
+                    "Images": {"Image": chunk}
+                }))
+            }
+        });
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        let client = EcsClient::new(
+            EcsClientConfig {
+                endpoint: Some(url::Url::parse(&format!("http://{address}")).unwrap()),
+                max_attempts: 1,
+                ..Default::default()
+            },
+            CredentialsProvider::fixed(Credentials::new("id", "secret")),
+        )
+        .unwrap();
+        (client, pages)
+    }
+
+    fn image(id: &str, status: &str, progress: &str, created: Timestamp) -> Value {
+        json!({
+            "ImageId": id, "Status": status, "Progress": progress,
+            "CreationTime": created.strftime("%Y-%m-%dT%H:%M:%SZ").to_string(),
+            "Tags": {"Tag": [{"TagKey": OWNER_UID_TAG, "TagValue": format!("uid-{id}")}]}
+        })
+    }
+
+    fn key(name: &str) -> ObjectKey {
+        ObjectKey {
+            kind: "ImageCopy",
+            namespace: "ns".into(),
+            name: name.into(),
+        }
+    }
+
+    fn quick() -> Pacing {
+        Pacing {
+            poll_interval: Duration::from_secs(2),
+            min_gap: Duration::from_millis(100),
+            wait_limit: Duration::from_secs(5),
+            idle_exit: Duration::from_secs(60),
+        }
+    }
+
+    #[tokio::test]
+    async fn only_the_object_whose_copy_finished_is_woken() {
+        let now = Timestamp::now();
+        let images = Arc::new(Mutex::new(vec![
+            image("m-b", "Creating", "50%", now),
+            image("m-a", "Creating", "50%", now),
+        ]));
+        let (ecs, _) = fake_ecs(images.clone()).await;
+        let in_flight = InFlight::new(quick());
+        let mut wakes = in_flight.wakes("ImageCopy");
+        for id in ["m-a", "m-b"] {
+            let f = followed(id, ImageState::Creating, Some("50%"), 1);
+            in_flight.follow(&ecs, "key", "cn-shanghai", &format!("uid-{id}"), key(id), f);
+        }
+        lock(&images)[1] = image("m-a", "Available", "100%", now);
+        let woken = tokio::time::timeout(Duration::from_secs(5), wakes.next()).await;
+        assert_eq!(woken.ok().flatten(), Some(key("m-a")));
+        assert_eq!(
+            in_flight.followed_count(),
+            1,
+            "the finished copy is no longer followed"
+        );
+        let more = tokio::time::timeout(Duration::from_millis(1500), wakes.next()).await;
+        assert!(
+            more.is_err(),
+            "m-b did not change and is not woken: {more:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_listing_reaches_back_only_to_the_oldest_image_asked_about() {
+        let now = Timestamp::now();
+        let mut all = Vec::new();
+        // 50 recent images, then 250 finished long ago: newest first, as ECS lists them.
+        for i in 0..50 {
+            all.push(image(&format!("m-new{i}"), "Creating", "10%", now));
+        }
+        for i in 0..250 {
+            all.push(image(
+                &format!("m-old{i}"),
+                "Available",
+                "100%",
+                now - SignedDuration::from_hours(48),
+            ));
+        }
+        let (ecs, pages) = fake_ecs(Arc::new(Mutex::new(all))).await;
+        let in_flight = InFlight::new(quick());
+        let since = now - SignedDuration::from_secs(3600);
+        let listing = in_flight
+            .listing(&ecs, "key", "cn-shanghai", since, Duration::from_secs(10))
+            .await
+            .unwrap();
+        assert_eq!(*lock(&pages), 1, "one page reaches past the hour");
+        assert!(listing.images.contains_key("m-new49"));
+        assert!(listing.covers(since) && !listing.covers(since - SignedDuration::from_secs(1)));
+        // A second reader within the age limit shares it; an older question needs a new one.
+        in_flight
+            .listing(&ecs, "key", "cn-shanghai", since, Duration::from_secs(10))
+            .await
+            .unwrap();
+        assert_eq!(*lock(&pages), 1);
+        let everything = in_flight
+            .listing(
+                &ecs,
+                "key",
+                "cn-shanghai",
+                Timestamp::MIN,
+                Duration::from_secs(10),
+            )
+            .await
+            .unwrap();
+        assert_eq!(everything.images.len(), 300);
+        assert_eq!(*lock(&pages), 4);
+    }
+}
