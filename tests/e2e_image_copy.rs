@@ -522,3 +522,78 @@ async fn fifty_copies_to_one_region_share_the_region_listing() {
         .count();
     assert_eq!(destination_images, COPIES, "one copy per object");
 }
+
+/// A copy's end is looked for when its progress says it is due, not at the next poll tick:
+/// with a 12 s copy and a 5 s poll interval, fixed ticks (5, 10, 15 s) would notice it 3 s late.
+#[tokio::test]
+async fn a_finished_copy_is_noticed_when_its_progress_says_it_ends() {
+    let stage = Stage::start(
+        "e2e-due",
+        &["--copy-seconds", "12"],
+        &["--poll-interval", "5s"],
+    )
+    .await;
+    stage.create(&image_copy("due")).await;
+    let deadline = Instant::now() + Duration::from_secs(45);
+    let seen_ready = loop {
+        let object = stage.api.get("due").await.expect("get");
+        if is_ready(&object) {
+            break chrono::Utc::now();
+        }
+        assert!(Instant::now() < deadline, "not Ready: {:?}", object.status);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let image = stage
+        .emulator
+        .images()
+        .await
+        .into_iter()
+        .find(|i| i["regionId"] == DESTINATION_REGION)
+        .expect("the copy");
+    let available: chrono::DateTime<chrono::Utc> = image["availableAt"]
+        .as_str()
+        .and_then(|t| t.parse().ok())
+        .expect("availableAt");
+    let lag = (seen_ready - available).as_seconds_f64();
+    println!("Ready {lag:.3} s after the image became Available");
+    assert!(
+        lag < 1.5,
+        "Ready {lag:.3} s after the image became Available"
+    );
+}
+
+/// Finished copies are checked for drift against one listing per region per resync interval,
+/// however many there are and however their resyncs fall, not one per poll interval.
+#[tokio::test]
+async fn finished_copies_cost_one_listing_per_region_per_resync_interval() {
+    const COPIES: usize = 16;
+    let stage = Stage::start(
+        "e2e-rest",
+        &["--copy-seconds", "1", "--region-concurrency", "20"],
+        &["--poll-interval", "1s", "--resync-interval", "4s"],
+    )
+    .await;
+    // Created over 8 s, so that their resyncs are spread over every interval.
+    for index in 0..COPIES {
+        stage.create(&image_copy(&format!("rest-{index:02}"))).await;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let objects = stage.api.list(&ListParams::default()).await.expect("list");
+        if objects.items.iter().filter(|o| is_ready(*o)).count() == COPIES {
+            break;
+        }
+        assert!(Instant::now() < deadline, "not all Ready");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let before = stage.emulator.count("DescribeImages").await;
+    tokio::time::sleep(Duration::from_secs(12)).await;
+    let listings = stage.emulator.count("DescribeImages").await - before;
+    println!("{listings} DescribeImages in 12 s at rest (resync interval 4 s)");
+    assert!(
+        listings <= 4,
+        "{listings} DescribeImages in 12 s at rest; one listing per 4 s resync interval expected"
+    );
+}
