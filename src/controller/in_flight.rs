@@ -384,8 +384,8 @@ impl Poller {
         let mut finished = Vec::new();
         for (uid, entry) in state.entries.iter_mut() {
             let followed = &mut entry.followed;
-            let listed = listing.images.get(&followed.image_id);
-            let state_now = listed.map(|image| ImageState::from_ecs(image.status.as_str()));
+            let listed = listing.image(&followed.image_id);
+            let state_now = listed.map(|image| image.state.clone());
             let ended = match &state_now {
                 Some(state) => !state.in_flight(),
                 // Absent from a listing that should show it: its object looks it up by id.
@@ -638,7 +638,7 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(*lock(&pages), 1, "one page reaches past the hour");
-        assert!(listing.images.contains_key("m-new49"));
+        assert!(listing.image("m-new49").is_some());
         assert!(listing.covers(since) && !listing.covers(since - SignedDuration::from_secs(1)));
         // A second reader within the age limit shares it; an older question needs a new one.
         in_flight
@@ -656,7 +656,7 @@ mod tests {
             )
             .await
             .unwrap();
-        assert_eq!(everything.images.len(), 300);
+        assert_eq!(everything.len(), 300);
         assert_eq!(*lock(&pages), 4);
     }
 }

@@ -19,6 +19,7 @@ use futures::FutureExt;
 use futures::future::{BoxFuture, Shared};
 use k8s_openapi::jiff::Timestamp;
 
+use super::owned_images::{ImageSnapshot, snapshot};
 use crate::api::OWNER_UID_TAG;
 use crate::ecs::{
     DescribeImagesRequest, DescribeTasksRequest, EcsClient, EcsError, Image, ImageStatus,
@@ -53,7 +54,11 @@ pub struct Listing {
     /// `None`: every owned image; else only those made after this (a newest-first listing cut
     /// short, see `in_flight`).
     pub covers_since: Option<Timestamp>,
-    pub images: HashMap<String, Image>,
+    /// What the objects need of each listed image, by id: with thousands of finished copies a
+    /// region's listing stays small in memory.
+    images: HashMap<String, ImageSnapshot>,
+    /// Image ids by owner UID, so that an object finds its images without a scan.
+    owners: HashMap<String, Vec<String>>,
 }
 
 impl Listed for Listing {
@@ -99,14 +104,36 @@ impl Listed for RunningExports {
 
 impl Listing {
     pub fn new(taken_at: Timestamp, covers_since: Option<Timestamp>, images: Vec<Image>) -> Self {
+        let mut owners: HashMap<String, Vec<String>> = HashMap::new();
+        for image in &images {
+            if let Some(uid) = image.tag(OWNER_UID_TAG) {
+                owners
+                    .entry(uid.to_string())
+                    .or_default()
+                    .push(image.image_id.clone());
+            }
+        }
         Listing {
             taken_at,
             covers_since,
             images: images
-                .into_iter()
-                .map(|i| (i.image_id.clone(), i))
+                .iter()
+                .map(|image| (image.image_id.clone(), snapshot(image)))
                 .collect(),
+            owners,
         }
+    }
+
+    pub fn image(&self, image_id: &str) -> Option<&ImageSnapshot> {
+        self.images.get(image_id)
+    }
+
+    pub fn len(&self) -> usize {
+        self.images.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.images.is_empty()
     }
 
     /// Whether every owned image made after `since` is in it (as far as ECS listed it).
@@ -115,10 +142,12 @@ impl Listing {
     }
 
     /// The listed images tagged with `uid` as their owner.
-    pub fn owned_by<'a>(&'a self, uid: &'a str) -> impl Iterator<Item = &'a Image> + 'a {
-        self.images
-            .values()
-            .filter(move |image| image.tag(OWNER_UID_TAG) == Some(uid))
+    pub fn owned_by<'a>(&'a self, uid: &str) -> impl Iterator<Item = &'a ImageSnapshot> + 'a {
+        self.owners
+            .get(uid)
+            .into_iter()
+            .flatten()
+            .filter_map(|id| self.images.get(id))
     }
 }
 

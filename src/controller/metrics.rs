@@ -2,6 +2,7 @@
 
 use std::collections::HashMap;
 use std::sync::Mutex;
+use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 
 use prometheus_client::encoding::EncodeLabelSet;
@@ -9,7 +10,7 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
-use prometheus_client::registry::Registry;
+use prometheus_client::registry::{Registry, Unit};
 
 use crate::ecs::CallObserver;
 
@@ -47,6 +48,7 @@ pub struct RegionPairLabels {
 pub struct Metrics {
     pub registry: Registry,
     reconciles: Family<KindLabels, Counter>,
+    reconcile_cpu: Family<KindLabels, Counter<f64, AtomicU64>>,
     errors: Family<ErrorLabels, Counter>,
     ecs_calls: Family<CallLabels, Counter>,
     in_flight: Family<KindRegionLabels, Gauge>,
@@ -63,6 +65,13 @@ impl Default for Metrics {
         let mut registry = Registry::with_prefix("ecs_image_operator");
         let reconciles = Family::<KindLabels, Counter>::default();
         registry.register("reconciles", "Reconciliations run", reconciles.clone());
+        let reconcile_cpu = Family::<KindLabels, Counter<f64, AtomicU64>>::default();
+        registry.register_with_unit(
+            "reconcile_cpu",
+            "CPU time spent in reconciliations themselves (not in the calls they wait for)",
+            Unit::Seconds,
+            reconcile_cpu.clone(),
+        );
         let errors = Family::<ErrorLabels, Counter>::default();
         registry.register(
             "reconcile_errors",
@@ -113,6 +122,7 @@ impl Default for Metrics {
             listing_misses,
             duplicates_removed,
             reconciles,
+            reconcile_cpu,
             errors,
             ecs_calls,
             in_flight,
@@ -127,6 +137,12 @@ impl Metrics {
         self.reconciles
             .get_or_create(&KindLabels { kind: kind.into() })
             .inc();
+    }
+
+    pub fn reconcile_cpu(&self, kind: &str, spent: Duration) {
+        self.reconcile_cpu
+            .get_or_create(&KindLabels { kind: kind.into() })
+            .inc_by(spent.as_secs_f64());
     }
 
     pub fn failed(&self, kind: &str, code: &str) {

@@ -43,7 +43,7 @@ use serde_json::json;
 
 use config::{BenchConfig, SOURCE_IMAGE, SOURCE_REGION};
 use launch::{BASELINE_KEY, Call, Emulator, OPERATOR_KEY, Operator};
-use measure::{ProcessSample, reconciles_total, seconds_between};
+use measure::{ProcessSample, counter_total, seconds_between};
 use report::{Report, Side};
 
 #[tokio::test(flavor = "multi_thread")]
@@ -348,11 +348,12 @@ async fn run(config: &BenchConfig) -> Report {
     // 3. At rest.
     let rest_start = Utc::now();
     let at_rest_start = sample(&operator);
-    let reconciles_start = reconciles_total(&operator.metrics().await);
+    let metrics_start = operator.metrics().await;
     tokio::time::sleep(config.at_rest).await;
     let rest_end = Utc::now();
     let at_rest_end = sample(&operator);
-    let reconciles_end = reconciles_total(&operator.metrics().await);
+    let metrics_end = operator.metrics().await;
+    let rise = |name: &str| counter_total(&metrics_end, name) - counter_total(&metrics_start, name);
     let operator_calls = emulator.calls().await;
     emulator.reset_calls().await;
 
@@ -454,7 +455,8 @@ async fn run(config: &BenchConfig) -> Report {
             at_rest_start,
             at_rest_end,
             end,
-            reconciles_at_rest: reconciles_end - reconciles_start,
+            reconciles_at_rest: rise("ecs_image_operator_reconciles_total"),
+            reconcile_cpu_at_rest: rise("ecs_image_operator_reconcile_cpu_seconds_total"),
             steady_describe_calls_by_region: steady_by_region,
             calls_in_flight_and_at_rest: counts_by_action(&operator_calls, OPERATOR_KEY.0),
             calls_deleting: counts_by_action(&deletion_calls, OPERATOR_KEY.0),

@@ -93,11 +93,15 @@ fn clock_ticks_per_second() -> Result<u64, MeasureError> {
         .map_err(|_| MeasureError::ClockTick(String::from_utf8_lossy(&out.stdout).into_owned()))
 }
 
-/// The sum of `ecs_image_operator_reconciles_total` over every kind, from `/metrics` text.
-pub fn reconciles_total(metrics: &str) -> f64 {
+/// The sum of a counter (e.g. `ecs_image_operator_reconciles_total`) over every label set, from
+/// `/metrics` text.
+pub fn counter_total(metrics: &str, name: &str) -> f64 {
     metrics
         .lines()
-        .filter(|line| line.starts_with("ecs_image_operator_reconciles_total"))
+        .filter(|line| {
+            line.strip_prefix(name)
+                .is_some_and(|rest| rest.starts_with(['{', ' ']))
+        })
         .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
         .sum()
 }
@@ -145,7 +149,11 @@ mod tests {
                     ecs_image_operator_reconciles_total{kind=\"ImageCopy\"} 7\n\
                     ecs_image_operator_reconciles_total{kind=\"ImageImport\"} 2\n\
                     ecs_image_operator_reconcile_errors_total{kind=\"ImageCopy\",code=\"x\"} 5\n";
-        assert_eq!(reconciles_total(text), 9.0);
+        assert_eq!(
+            counter_total(text, "ecs_image_operator_reconciles_total"),
+            9.0
+        );
+        assert_eq!(counter_total(text, "ecs_image_operator_reconcile"), 0.0);
     }
 
     #[test]

@@ -88,6 +88,8 @@ pub struct Operator {
     /// After all objects were gone.
     pub end: ProcessSample,
     pub reconciles_at_rest: f64,
+    /// The rise of the operator's own reconcile CPU counter over the at-rest phase, seconds.
+    pub reconcile_cpu_at_rest: f64,
     pub steady_describe_calls_by_region: BTreeMap<String, u64>,
     pub calls_in_flight_and_at_rest: BTreeMap<String, u64>,
     pub calls_deleting: BTreeMap<String, u64>,
@@ -190,7 +192,9 @@ impl Report {
         let issue_ratio = issue_s.and_then(|s| ratio(s, n / (qps * config.regions as f64)));
         let issue_ratio_source = issue_s.and_then(|s| ratio(s, n / qps));
         let cpu_at_rest = operator.at_rest_end.cpu_seconds - operator.at_rest_start.cpu_seconds;
-        let noop_reconcile_us =
+        let noop_reconcile_us = ratio(operator.reconcile_cpu_at_rest, operator.reconciles_at_rest)
+            .map(|s| s * 1_000_000.0);
+        let process_cpu_per_reconcile_us =
             ratio(cpu_at_rest, operator.reconciles_at_rest).map(|s| s * 1_000_000.0);
         let rss_peak_mib = operator.end.rss_peak_mib;
         let rss_at_rest_mib = operator.at_rest_end.rss_mib;
@@ -285,6 +289,7 @@ impl Report {
             "cpu_seconds_at_rest": rounded(cpu_at_rest),
             "reconciles_at_rest": operator.reconciles_at_rest,
             "noop_reconcile_us": rounded_opt(noop_reconcile_us),
+            "process_cpu_per_reconcile_at_rest_us": rounded_opt(process_cpu_per_reconcile_us),
             "copyimage_issue_s": issue_s,
             "copyimage_issue_ratio": rounded_opt(issue_ratio),
             "copyimage_issue_ratio_source_region": rounded_opt(issue_ratio_source),
@@ -431,6 +436,12 @@ impl Report {
                 figure("noop_reconcile_us"),
                 "",
                 "noop_reconcile_us",
+            ),
+            row(
+                "  process CPU at rest ÷ reconciles µs",
+                figure("process_cpu_per_reconcile_at_rest_us"),
+                "",
+                "",
             ),
             row(
                 "CopyImage issue ÷ (N ÷ QPS×regions)",

@@ -12,7 +12,7 @@ use tracing::{info, warn};
 
 use super::Error;
 use super::in_flight::{Followed, listed_since};
-use super::owned_images::{self, ImageState, Lookup, describe_one, lookup_owned, snapshot};
+use super::owned_images::{self, ImageState, Lookup, describe_one, lookup_owned};
 use super::task::{CloudTask, Common, CommonPhase, Next, Notice, Pass, Released, is_refusal};
 use crate::api::image_copy::{CopyPhase, DeletionPolicy, ImageCopy, ImageCopyStatus};
 use crate::api::{OWNER_TAG, OWNER_UID_TAG};
@@ -177,7 +177,7 @@ async fn observe(pass: &Pass<'_, ImageCopy>) -> Result<Observation, EcsError> {
             // shared region listing, which costs no call of this object's own.
             let listing = pass.owned_images().await?;
             return Ok(Observation::Lookup(
-                listing.owned_by(uid).map(snapshot).collect(),
+                listing.owned_by(uid).cloned().collect(),
             ));
         }
         return Ok(Observation::Lookup(
@@ -188,11 +188,11 @@ async fn observe(pass: &Pass<'_, ImageCopy>) -> Result<Observation, EcsError> {
     let duplicates: Vec<ImageSnapshot> = listing
         .owned_by(uid)
         .filter(|image| image.image_id != *image_id)
-        .map(snapshot)
+        .cloned()
         .collect();
-    if let Some(image) = listing.images.get(image_id) {
+    if let Some(image) = listing.image(image_id) {
         return Ok(Observation::Found {
-            image: snapshot(image),
+            image: image.clone(),
             duplicates,
         });
     }

@@ -11,7 +11,7 @@ use tracing::{info, warn};
 
 use super::Error;
 use super::ecs_tasks::{self, Cancelled, TaskSnapshot};
-use super::owned_images::{self, CleanupStep, ImageSnapshot, Lookup, describe_one, snapshot};
+use super::owned_images::{self, CleanupStep, ImageSnapshot, Lookup, describe_one};
 use super::task::decide::client_token;
 use super::task::{
     CloudTask, Common, CommonPhase, Next, Notice, Pass, Released, is_refusal, wire_name,
@@ -155,7 +155,7 @@ async fn observe(pass: &Pass<'_, ImageImport>) -> Result<Observation, Error> {
             // is long in the shared region listing.
             let listing = pass.owned_images().await?;
             return Ok(Observation::Lookup(
-                listing.owned_by(&pass.uid).map(snapshot).collect(),
+                listing.owned_by(&pass.uid).cloned().collect(),
             ));
         }
         return Ok(Observation::Lookup(
@@ -166,10 +166,10 @@ async fn observe(pass: &Pass<'_, ImageImport>) -> Result<Observation, Error> {
     let duplicates: Vec<ImageSnapshot> = listing
         .owned_by(&pass.uid)
         .filter(|image| image.image_id != *image_id)
-        .map(snapshot)
+        .cloned()
         .collect();
-    let image = match listing.images.get(image_id) {
-        Some(image) => snapshot(image),
+    let image = match listing.image(image_id) {
+        Some(image) => image.clone(),
         None => {
             let recorded = pass.status.start_time.as_ref().map(|t| t.0);
             if !owned_images::listed_after(recorded, listing.taken_at) {

@@ -7,9 +7,12 @@ pub mod decide;
 
 use std::fmt::Debug;
 use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context as TaskContext, Poll};
 use std::time::Duration;
 
+use cpu_time::ThreadTime;
 use k8s_openapi::NamespaceResourceScope;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
@@ -184,6 +187,39 @@ pub fn is_refusal(error: &EcsError) -> bool {
 
 pub async fn reconcile<K: CloudTask>(obj: Arc<K>, ctx: Arc<Context>) -> Result<Action, Error> {
     ctx.metrics.reconciled(K::KIND);
+    let (result, cpu) = CpuTimed::new(reconcile_once(obj, ctx.clone())).await;
+    ctx.metrics.reconcile_cpu(K::KIND, cpu);
+    result
+}
+
+/// A future and the CPU time of its own polls (the thread's CPU clock read around each poll),
+/// which leaves out whatever it waits for.
+struct CpuTimed<F> {
+    inner: Pin<Box<F>>,
+    spent: Duration,
+}
+
+impl<F: Future> CpuTimed<F> {
+    fn new(inner: F) -> Self {
+        CpuTimed {
+            inner: Box::pin(inner),
+            spent: Duration::ZERO,
+        }
+    }
+}
+
+impl<F: Future> Future for CpuTimed<F> {
+    type Output = (F::Output, Duration);
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Self::Output> {
+        let start = ThreadTime::now();
+        let polled = self.inner.as_mut().poll(cx);
+        self.spent += start.elapsed();
+        polled.map(|output| (output, self.spent))
+    }
+}
+
+async fn reconcile_once<K: CloudTask>(obj: Arc<K>, ctx: Arc<Context>) -> Result<Action, Error> {
     let namespace = obj
         .namespace()
         .ok_or(Error::MissingObjectField("metadata.namespace"))?;
