@@ -56,8 +56,9 @@ pub struct RunArgs {
     pub metrics_addr: SocketAddr,
     #[arg(long, value_enum, default_value = "text", env = "LOG_FORMAT")]
     pub log_format: LogFormat,
-    /// The longest wait between two listings of a region while work is in flight (a copy's end
-    /// is looked for when its progress says it is due); how often progress shows.
+    /// How often progress shows while work is in flight: a region's copies are listed at least
+    /// this far apart and, for copies far from their end, up to six times as far; a copy's end is
+    /// looked for when its progress says it is due.
     #[arg(long, default_value = "10s", value_parser = interval)]
     pub poll_interval: Duration,
     /// The drift-check interval: finished copies and imports are checked (for example for

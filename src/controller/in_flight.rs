@@ -45,11 +45,11 @@ pub struct ObjectKey {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Followed {
     pub image_id: String,
-    /// Every image the object can own was made after this (its creation, less a margin): the
-    /// listing reaches back to here.
-    pub since: Timestamp,
-    /// When the work started, for the estimate of when it ends.
+    /// When the work started (our clock), for the estimate of when it ends and, until ECS has
+    /// said when it made the image, how far back a listing must reach to show it.
     pub started: Timestamp,
+    /// Every image the object can own was made after this (see [`listed_since`]).
+    pub object_since: Timestamp,
     pub state: ImageState,
     pub progress: Option<String>,
 }
@@ -91,6 +91,10 @@ type Published = Option<Result<Arc<Listing>, EcsError>>;
 struct Entry {
     object: ObjectKey,
     followed: Followed,
+    /// How far back a listing must reach to show the image.
+    since: Timestamp,
+    /// Whether `since` comes from the image's own `CreationTime`.
+    since_created: bool,
     due: Instant,
     progress_woken: Option<Instant>,
 }
@@ -148,18 +152,35 @@ impl InFlight {
         let mut state = lock(&slot.state);
         let due = Instant::now() + due_in(&followed, Timestamp::now(), self.pacing.poll_interval);
         let progress_woken = state.entries.get(uid).and_then(|e| e.progress_woken);
+        let (since, since_created) = image_since(&state, &followed);
         state.ecs = ecs.clone();
         state.entries.insert(
             uid.to_string(),
             Entry {
                 object,
                 followed,
+                since,
+                since_created,
                 due,
                 progress_woken,
             },
         );
         drop(state);
         slot.changed.notify_one();
+    }
+
+    /// How far back a listing must reach to show the image `followed` names: from when ECS
+    /// made it if a listing said so, else from when the work started.
+    pub fn since(
+        &self,
+        ecs: &EcsClient,
+        signer: &str,
+        region: &str,
+        followed: &Followed,
+    ) -> Timestamp {
+        let slot = self.region(ecs, signer, region);
+        let state = lock(&slot.state);
+        image_since(&state, followed).0
     }
 
     /// Stops following the object, wherever it was followed.
@@ -251,20 +272,26 @@ impl InFlight {
     }
 }
 
-/// How long until the image is expected to be finished, from its progress so far, at most
-/// `longest`. Progress rises about evenly while a copy runs; a queued image shows none.
-pub fn due_in(followed: &Followed, now: Timestamp, longest: Duration) -> Duration {
-    let percent = percent(&followed.progress);
+/// When to look at the image next: when its progress says it ends, and before that often
+/// enough to show progress — a quarter of the way to its end, at least one poll interval and at
+/// most [`PROGRESS_POLLS`] apart. Progress rises about evenly while a copy runs; a queued image
+/// shows none and is looked at every poll interval.
+pub fn due_in(followed: &Followed, now: Timestamp, poll_interval: Duration) -> Duration {
     let elapsed = Duration::try_from(now.duration_since(followed.started)).unwrap_or_default();
-    match (followed.state.clone(), percent) {
+    match (&followed.state, percent(&followed.progress)) {
         (ImageState::Creating, Some(p @ 1..=99)) => {
             let remaining = elapsed.mul_f64(f64::from(100 - p) / f64::from(p));
-            remaining.min(longest)
+            let progress_every =
+                (remaining / 4).clamp(poll_interval, poll_interval * PROGRESS_POLLS);
+            remaining.min(progress_every)
         }
         (ImageState::Creating, Some(100..)) => Duration::ZERO,
-        _ => longest,
+        _ => poll_interval,
     }
 }
+
+/// A long copy shows new progress at least this many poll intervals apart.
+const PROGRESS_POLLS: u32 = 6;
 
 struct Poller {
     key: Key,
@@ -309,7 +336,7 @@ impl Poller {
         let oldest = state
             .entries
             .values()
-            .map(|e| e.followed.since)
+            .map(|e| e.since)
             .chain(state.asked_since)
             .min();
         let Some(since) = oldest else {
@@ -388,6 +415,13 @@ impl Poller {
             let state_now = listed.map(|image| image.state.clone());
             let ended = match &state_now {
                 Some(state) => !state.in_flight(),
+                // Made before its work was recorded (an adopted image): list back to the
+                // object's creation before taking its absence for anything.
+                None if !entry.since_created && entry.since > followed.object_since => {
+                    entry.since = followed.object_since;
+                    entry.due = now;
+                    continue;
+                }
                 // Absent from a listing that should show it: its object looks it up by id.
                 None => listed_after(Some(followed.started), listing.taken_at),
             };
@@ -397,6 +431,10 @@ impl Poller {
                     finished.push(uid.clone());
                     continue;
                 }
+            }
+            if let Some(created) = listing.created(&followed.image_id) {
+                entry.since = before(created);
+                entry.since_created = true;
             }
             if let (Some(state_now), Some(image)) = (state_now, listed) {
                 followed.state = state_now;
@@ -468,17 +506,33 @@ async fn list_since(
 }
 
 /// How far back a listing must reach for `obj`: every image it can own was made after its
-/// creation (a margin for clocks that disagree).
+/// creation.
 pub fn listed_since<K: Resource>(obj: &K) -> Timestamp {
     obj.meta()
         .creation_timestamp
         .as_ref()
-        .map_or(Timestamp::MIN, |created| {
-            created.0.checked_sub(CLOCK_MARGIN).unwrap_or(created.0)
-        })
+        .map_or(Timestamp::MIN, |created| before(created.0))
 }
 
-const CLOCK_MARGIN: SignedDuration = SignedDuration::from_secs(60);
+/// How far back to list for `followed`'s image, and whether that is from its `CreationTime`.
+fn image_since(state: &RegionState, followed: &Followed) -> (Timestamp, bool) {
+    let listed = state
+        .latest
+        .as_ref()
+        .and_then(|(_, listing)| listing.created(&followed.image_id));
+    match listed {
+        Some(created) => (before(created), true),
+        None => (before(followed.started), false),
+    }
+}
+
+/// `at` less a margin for our clock, the apiserver's and ECS's disagreeing (and for ECS's
+/// whole seconds). A listing cut too short only costs a lookup by id, never a verdict.
+fn before(at: Timestamp) -> Timestamp {
+    at.checked_sub(CLOCK_MARGIN).unwrap_or(at)
+}
+
+const CLOCK_MARGIN: SignedDuration = SignedDuration::from_secs(15);
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(|e| e.into_inner())
@@ -495,8 +549,8 @@ mod tests {
         let now = Timestamp::now();
         Followed {
             image_id: image_id.into(),
-            since: now - SignedDuration::from_secs(3600),
             started: now - SignedDuration::from_secs(ago as i64),
+            object_since: now - SignedDuration::from_secs(3600),
             state,
             progress: progress.map(str::to_string),
         }
@@ -504,12 +558,28 @@ mod tests {
 
     #[test]
     fn the_next_look_is_when_the_progress_says_the_copy_ends() {
-        let longest = Duration::from_secs(10);
-        let at = |f: &Followed| due_in(f, Timestamp::now(), longest).as_secs_f64();
+        let poll = Duration::from_secs(10);
+        let at = |f: &Followed| due_in(f, Timestamp::now(), poll).as_secs_f64().round();
         let half = followed("m-1", ImageState::Creating, Some("50%"), 4);
-        assert!((at(&half) - 4.0).abs() < 0.2, "{}", at(&half));
-        let early = followed("m-1", ImageState::Creating, Some("10%"), 4);
-        assert_eq!(at(&early), 10.0, "never longer than the poll interval");
+        assert_eq!(at(&half), 4.0, "due when half as long again has passed");
+        let early = followed("m-1", ImageState::Creating, Some("10%"), 20);
+        assert_eq!(
+            at(&early),
+            45.0,
+            "a quarter of the 180 s left, for progress"
+        );
+        let long = followed("m-1", ImageState::Creating, Some("1%"), 10);
+        assert_eq!(
+            at(&long),
+            60.0,
+            "progress at least every six poll intervals"
+        );
+        let soon = followed("m-1", ImageState::Creating, Some("80%"), 40);
+        assert!(
+            (at(&soon) - 10.0).abs() < 0.2,
+            "never sooner than the poll interval for progress, but at its end: {}",
+            at(&soon)
+        );
         let done = followed("m-1", ImageState::Creating, Some("100%"), 4);
         assert_eq!(at(&done), 0.0);
         let queued = followed("m-1", ImageState::Waiting, Some("0%"), 4);
@@ -611,6 +681,44 @@ mod tests {
         assert!(
             more.is_err(),
             "m-b did not change and is not woken: {more:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn an_adopted_image_made_before_its_work_was_recorded_is_found_not_taken_for_gone() {
+        let now = Timestamp::now();
+        let mut all = Vec::new();
+        for i in 0..100 {
+            all.push(image(&format!("m-new{i}"), "Available", "100%", now));
+        }
+        for i in 0..100 {
+            let created = now - SignedDuration::from_mins(30);
+            all.push(image(&format!("m-mid{i}"), "Available", "100%", created));
+        }
+        let adopted_at = now - SignedDuration::from_hours(1);
+        all.push(image("m-adopted", "Creating", "50%", adopted_at));
+        let (ecs, pages) = fake_ecs(Arc::new(Mutex::new(all))).await;
+        let in_flight = InFlight::new(quick());
+        let mut wakes = in_flight.wakes("ImageCopy");
+        let mut adopted = followed("m-adopted", ImageState::Creating, Some("50%"), 1);
+        adopted.object_since = now - SignedDuration::from_hours(2);
+        in_flight.follow(
+            &ecs,
+            "key",
+            "cn-shanghai",
+            "uid-m-adopted",
+            key("m-adopted"),
+            adopted,
+        );
+        let woken = tokio::time::timeout(Duration::from_secs(3), wakes.next()).await;
+        assert!(
+            woken.is_err(),
+            "the image is in flight, not gone: {woken:?}"
+        );
+        assert_eq!(in_flight.followed_count(), 1);
+        assert!(
+            *lock(&pages) >= 5,
+            "2 pages back to its start, then 3 back to the object's creation"
         );
     }
 

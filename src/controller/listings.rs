@@ -57,6 +57,8 @@ pub struct Listing {
     /// What the objects need of each listed image, by id: with thousands of finished copies a
     /// region's listing stays small in memory.
     images: HashMap<String, ImageSnapshot>,
+    /// `CreationTime` of the listed images that have a readable one.
+    created: HashMap<String, Timestamp>,
     /// Image ids by owner UID, so that an object finds its images without a scan.
     owners: HashMap<String, Vec<String>>,
 }
@@ -105,7 +107,11 @@ impl Listed for RunningExports {
 impl Listing {
     pub fn new(taken_at: Timestamp, covers_since: Option<Timestamp>, images: Vec<Image>) -> Self {
         let mut owners: HashMap<String, Vec<String>> = HashMap::new();
+        let mut created = HashMap::new();
         for image in &images {
+            if let Some(at) = image.created() {
+                created.insert(image.image_id.clone(), at);
+            }
             if let Some(uid) = image.tag(OWNER_UID_TAG) {
                 owners
                     .entry(uid.to_string())
@@ -120,12 +126,18 @@ impl Listing {
                 .iter()
                 .map(|image| (image.image_id.clone(), snapshot(image)))
                 .collect(),
+            created,
             owners,
         }
     }
 
     pub fn image(&self, image_id: &str) -> Option<&ImageSnapshot> {
         self.images.get(image_id)
+    }
+
+    /// When ECS says the image was made.
+    pub fn created(&self, image_id: &str) -> Option<Timestamp> {
+        self.created.get(image_id).copied()
     }
 
     pub fn len(&self) -> usize {

@@ -73,11 +73,11 @@ impl CloudTask for ImageCopy {
         };
         Some(Followed {
             image_id: status.image_id.clone()?,
-            since: listed_since(self),
             started: status
                 .start_time
                 .as_ref()
                 .map_or_else(Timestamp::now, |t| t.0),
+            object_since: listed_since(self),
             state,
             progress: status.progress.clone(),
         })

@@ -126,18 +126,26 @@ pub struct Pass<'a, K: CloudTask> {
 
 impl<K: CloudTask> Pass<'_, K> {
     /// The owned images of the object's region: while its work is in flight or not begun, a
-    /// recent listing (back to the object's creation, at most a poll interval old) shared with
-    /// the region's poller; once finished, the slow drift listing that notices out-of-band
-    /// changes.
+    /// recent listing (at most a poll interval old) shared with the region's poller; once
+    /// finished, the slow drift listing that notices out-of-band changes. A second image the
+    /// object owns from before its followed one shows in the drift listing once it is finished.
     pub async fn owned_images(&self) -> Result<Arc<Listing>, EcsError> {
         let (ctx, ecs, region) = (self.ctx, &self.ecs, self.obj.region());
         if K::in_flight(&self.status) || K::nothing_to_release(&self.status) {
+            // A followed image needs the listing only back to itself; anything else, back to
+            // the object's creation.
+            let since = match self.obj.followed(&self.status) {
+                Some(followed) => ctx
+                    .in_flight
+                    .since(&ecs.client, &ecs.signer, region, &followed),
+                None => listed_since(self.obj),
+            };
             ctx.in_flight
                 .listing(
                     &ecs.client,
                     &ecs.signer,
                     region,
-                    listed_since(self.obj),
+                    since,
                     ctx.timing.poll_interval,
                 )
                 .await
