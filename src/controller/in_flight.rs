@@ -104,7 +104,10 @@ struct RegionState {
     entries: HashMap<String, Entry>,
     /// The oldest creation time a waiting reconcile asked the next listing to reach.
     asked_since: Option<Timestamp>,
-    latest: Option<(Instant, Arc<Listing>)>,
+    latest: Option<Arc<Listing>>,
+    /// The listing reaching furthest back, kept beside the latest: objects created before it
+    /// was taken find what they may already own in it, however many wait to start.
+    widest: Option<Arc<Listing>>,
     last_fetch: Option<Instant>,
 }
 
@@ -197,32 +200,40 @@ impl InFlight {
         regions.iter().map(|r| lock(&r.state).entries.len()).sum()
     }
 
-    /// A listing of the region's owned images made after `since`, taken at most `max_age` ago:
-    /// the latest one if it will do, else the poller's next, asked for now and shared with
-    /// every other reconcile asking meanwhile.
+    /// A listing of the region's owned images made after `since`, taken after `taken_after`:
+    /// the latest or the widest one kept if either will do, else the poller's next, asked for
+    /// now and shared with every other reconcile asking meanwhile.
     pub async fn listing(
         &self,
         ecs: &EcsClient,
         signer: &str,
         region: &str,
         since: Timestamp,
-        max_age: Duration,
+        taken_after: Timestamp,
     ) -> Result<Arc<Listing>, EcsError> {
         let slot = self.region(ecs, signer, region);
-        let adequate = |listing: &Listing| listing.covers(since);
-        let mut published = slot.published.subscribe();
+        let adequate = |listing: &Listing| listing.covers(since) && listing.taken_at > taken_after;
         {
-            let mut state = lock(&slot.state);
-            if let Some((at, listing)) = &state.latest
-                && at.elapsed() < max_age
-                && adequate(listing)
-            {
+            let state = lock(&slot.state);
+            let kept = [&state.latest, &state.widest];
+            if let Some(listing) = kept.into_iter().flatten().find(|l| adequate(l)) {
                 return Ok(listing.clone());
             }
-            state.asked_since = Some(state.asked_since.map_or(since, |s| s.min(since)));
         }
-        slot.changed.notify_one();
+        let ask = || {
+            let mut state = lock(&slot.state);
+            state.asked_since = Some(state.asked_since.map_or(since, |s| s.min(since)));
+            drop(state);
+            slot.changed.notify_one();
+        };
         let wait = async {
+            // The listing must start after `taken_after` (a second or two from now at most).
+            let early = taken_after.duration_since(Timestamp::now());
+            if let Ok(early) = Duration::try_from(early) {
+                tokio::time::sleep(early).await;
+            }
+            let mut published = slot.published.subscribe();
+            ask();
             loop {
                 if published.changed().await.is_err() {
                     return Err(EcsError::Transport {
@@ -232,7 +243,8 @@ impl InFlight {
                 match &*published.borrow_and_update() {
                     Some(Ok(listing)) if adequate(listing) => return Ok(listing.clone()),
                     Some(Err(e)) => return Err(e.clone()),
-                    _ => {}
+                    // One begun before this question, or cut shorter: ask again.
+                    _ => ask(),
                 }
             }
         };
@@ -254,6 +266,7 @@ impl InFlight {
                 entries: HashMap::new(),
                 asked_since: None,
                 latest: None,
+                widest: None,
                 last_fetch: None,
             }),
             changed: Notify::new(),
@@ -277,16 +290,25 @@ impl InFlight {
 /// most [`PROGRESS_POLLS`] apart. Progress rises about evenly while a copy runs; a queued image
 /// shows none and is looked at every poll interval.
 pub fn due_in(followed: &Followed, now: Timestamp, poll_interval: Duration) -> Duration {
-    let elapsed = Duration::try_from(now.duration_since(followed.started)).unwrap_or_default();
-    match (&followed.state, percent(&followed.progress)) {
-        (ImageState::Creating, Some(p @ 1..=99)) => {
-            let remaining = elapsed.mul_f64(f64::from(100 - p) / f64::from(p));
+    match remaining(followed, now) {
+        Some(remaining) => {
             let progress_every =
                 (remaining / 4).clamp(poll_interval, poll_interval * PROGRESS_POLLS);
             remaining.min(progress_every)
         }
-        (ImageState::Creating, Some(100..)) => Duration::ZERO,
-        _ => poll_interval,
+        None => poll_interval,
+    }
+}
+
+/// How long the image still needs, from its progress so far; `None` when it shows no rate.
+fn remaining(followed: &Followed, now: Timestamp) -> Option<Duration> {
+    let elapsed = Duration::try_from(now.duration_since(followed.started)).unwrap_or_default();
+    match (&followed.state, percent(&followed.progress)) {
+        (ImageState::Creating, Some(p @ 1..=99)) => {
+            Some(elapsed.mul_f64(f64::from(100 - p) / f64::from(p)))
+        }
+        (ImageState::Creating, Some(100..)) => Some(Duration::ZERO),
+        _ => None,
     }
 }
 
@@ -388,7 +410,17 @@ impl Poller {
             Ok(images) => {
                 let listing = Arc::new(Listing::new(taken_at, Some(since), images));
                 self.wake_changed(&listing);
-                lock(&self.slot.state).latest = Some((Instant::now(), listing.clone()));
+                let mut state = lock(&self.slot.state);
+                let wider = state.widest.as_ref().is_none_or(|widest| {
+                    widest
+                        .covers_since
+                        .is_some_and(|reach| listing.covers(reach))
+                });
+                if wider {
+                    state.widest = Some(listing.clone());
+                }
+                state.latest = Some(listing.clone());
+                drop(state);
                 self.slot.published.send_replace(Some(Ok(listing)));
             }
             Err(error) => {
@@ -437,15 +469,17 @@ impl Poller {
                 entry.since_created = true;
             }
             if let (Some(state_now), Some(image)) = (state_now, listed) {
+                let moved = percent(&image.progress) != percent(&followed.progress);
                 followed.state = state_now;
+                followed.progress = image.progress.clone();
+                // Listings a poll interval apart land a little early or late: a tenth is slack.
                 let progress_due = entry
                     .progress_woken
-                    .is_none_or(|at| now >= at + self.pacing.poll_interval);
-                if percent(&image.progress) != percent(&followed.progress) && progress_due {
+                    .is_none_or(|at| now >= at + self.pacing.poll_interval * 9 / 10);
+                if moved && progress_due {
                     wake(&wakes, &entry.object);
                     entry.progress_woken = Some(now);
                 }
-                followed.progress = image.progress.clone();
             }
             entry.due = now + due_in(followed, wall, self.pacing.poll_interval);
         }
@@ -516,10 +550,10 @@ pub fn listed_since<K: Resource>(obj: &K) -> Timestamp {
 
 /// How far back to list for `followed`'s image, and whether that is from its `CreationTime`.
 fn image_since(state: &RegionState, followed: &Followed) -> (Timestamp, bool) {
-    let listed = state
-        .latest
-        .as_ref()
-        .and_then(|(_, listing)| listing.created(&followed.image_id));
+    let listed = [&state.latest, &state.widest]
+        .into_iter()
+        .flatten()
+        .find_map(|listing| listing.created(&followed.image_id));
     match listed {
         Some(created) => (before(created), true),
         None => (before(followed.started), false),
@@ -742,7 +776,7 @@ mod tests {
         let in_flight = InFlight::new(quick());
         let since = now - SignedDuration::from_secs(3600);
         let listing = in_flight
-            .listing(&ecs, "key", "cn-shanghai", since, Duration::from_secs(10))
+            .listing(&ecs, "key", "cn-shanghai", since, now)
             .await
             .unwrap();
         assert_eq!(*lock(&pages), 1, "one page reaches past the hour");
@@ -750,18 +784,12 @@ mod tests {
         assert!(listing.covers(since) && !listing.covers(since - SignedDuration::from_secs(1)));
         // A second reader within the age limit shares it; an older question needs a new one.
         in_flight
-            .listing(&ecs, "key", "cn-shanghai", since, Duration::from_secs(10))
+            .listing(&ecs, "key", "cn-shanghai", since, now)
             .await
             .unwrap();
         assert_eq!(*lock(&pages), 1);
         let everything = in_flight
-            .listing(
-                &ecs,
-                "key",
-                "cn-shanghai",
-                Timestamp::MIN,
-                Duration::from_secs(10),
-            )
+            .listing(&ecs, "key", "cn-shanghai", Timestamp::MIN, now)
             .await
             .unwrap();
         assert_eq!(everything.len(), 300);

@@ -11,6 +11,7 @@ pub mod in_flight;
 pub mod listings;
 pub mod metrics;
 pub mod owned_images;
+pub mod start_slots;
 pub mod task;
 
 use std::collections::HashMap;
@@ -24,6 +25,7 @@ use crate::ecs::{CredentialsProvider, EcsClient, EcsError};
 use in_flight::{InFlight, Pacing};
 use listings::{Listing, RegionListings, RunningExports};
 use metrics::Metrics;
+use start_slots::StartSlots;
 
 /// Timing knobs of the controllers.
 #[derive(Clone, Debug)]
@@ -65,6 +67,8 @@ pub struct Context {
     /// Copies in flight, followed per region on a due-time schedule; also the recent listings
     /// that objects not yet started look in.
     pub in_flight: InFlight,
+    /// Turns for starting copies, per source region, at its API budget.
+    pub start_slots: StartSlots,
     /// The running export tasks of each region.
     pub running_exports: RegionListings<RunningExports>,
     pub timing: Timing,
@@ -83,6 +87,7 @@ impl Context {
         timing: Timing,
     ) -> Self {
         Context {
+            start_slots: StartSlots::new(ecs.region_qps()),
             client,
             ecs,
             default_credentials,
@@ -112,6 +117,7 @@ impl Context {
         self.backoffs.reset(uid);
         self.progress_reads.forget(uid);
         self.in_flight.unfollow(uid);
+        self.start_slots.forget(uid);
         self.metrics.set_in_flight(kind, uid, None);
     }
 

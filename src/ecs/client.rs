@@ -117,6 +117,11 @@ impl EcsClient {
         })
     }
 
+    /// Calls per second allowed to each region.
+    pub fn region_qps(&self) -> u32 {
+        self.shared.config.region_qps
+    }
+
     /// The same client (connections, rate limits, observer) acting with other credentials.
     pub fn with_credentials(&self, credentials: CredentialsProvider) -> EcsClient {
         EcsClient {

@@ -189,8 +189,11 @@ impl Report {
         let issue_s = phases
             .last_copy_image
             .map(|last| seconds_between(phases.first_apply, last));
-        let issue_ratio = issue_s.and_then(|s| ratio(s, n / (qps * config.regions as f64)));
-        let issue_ratio_source = issue_s.and_then(|s| ratio(s, n / qps));
+        // CopyImage is called in the source region, so its budget is that region's QPS; the
+        // figure against every region's budget together is kept beside it.
+        let issue_ratio = issue_s.and_then(|s| ratio(s, n / qps));
+        let issue_ratio_all_regions =
+            issue_s.and_then(|s| ratio(s, n / (qps * config.regions as f64)));
         let cpu_at_rest = operator.at_rest_end.cpu_seconds - operator.at_rest_start.cpu_seconds;
         let noop_reconcile_us = ratio(operator.reconcile_cpu_at_rest, operator.reconciles_at_rest)
             .map(|s| s * 1_000_000.0);
@@ -292,7 +295,7 @@ impl Report {
             "process_cpu_per_reconcile_at_rest_us": rounded_opt(process_cpu_per_reconcile_us),
             "copyimage_issue_s": issue_s,
             "copyimage_issue_ratio": rounded_opt(issue_ratio),
-            "copyimage_issue_ratio_source_region": rounded_opt(issue_ratio_source),
+            "copyimage_issue_ratio_all_regions": rounded_opt(issue_ratio_all_regions),
             "copy_image_calls_ours": ours.copy_image_calls,
             "copy_image_calls_baseline": baseline.copy_image_calls,
             "steady_describe_calls": steady_calls,
@@ -444,14 +447,14 @@ impl Report {
                 "",
             ),
             row(
-                "CopyImage issue ÷ (N ÷ QPS×regions)",
+                "CopyImage issue ÷ (N ÷ source region QPS)",
                 figure("copyimage_issue_ratio"),
                 "",
                 "copyimage_issue_ratio",
             ),
             row(
-                "CopyImage issue ÷ (N ÷ QPS)",
-                figure("copyimage_issue_ratio_source_region"),
+                "  ÷ (N ÷ QPS × regions)",
+                figure("copyimage_issue_ratio_all_regions"),
                 "",
                 "",
             ),

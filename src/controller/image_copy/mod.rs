@@ -115,6 +115,10 @@ async fn apply(pass: &mut Pass<'_, ImageCopy>) -> Result<Next, Error> {
             token_index,
             record_attempt,
         } => {
+            let source = &pass.obj.spec.source_region_id;
+            if let Some(wait) = pass.ctx.start_slots.turn(source, &pass.uid) {
+                return Ok(Next::After(wait));
+            }
             if record_attempt {
                 pass.write(&Outcome::CopyAttempted).await?;
             }

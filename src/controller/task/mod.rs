@@ -34,6 +34,16 @@ use crate::api::FINALIZER;
 use crate::ecs::EcsError;
 pub use decide::{Common, CommonPhase, Notice, TaskStatus};
 
+/// A listing this long after an object's creation surely saw everything made before it.
+const LISTING_AFTER_CREATION: Duration = Duration::from_secs(2);
+
+fn created_at<K: Resource>(obj: &K) -> Timestamp {
+    obj.meta()
+        .creation_timestamp
+        .as_ref()
+        .map_or_else(Timestamp::now, |created| created.0)
+}
+
 /// Field manager of every status write.
 pub const FIELD_MANAGER: &str = "ecs-image-operator";
 
@@ -48,6 +58,8 @@ pub enum Next {
     StalledRetry,
     /// At once: the step just taken needs another (a lost result to make again).
     Now,
+    /// After this wait: the object's turn to start comes then.
+    After(Duration),
 }
 
 /// How far a kind's cleanup got.
@@ -126,7 +138,7 @@ pub struct Pass<'a, K: CloudTask> {
 
 impl<K: CloudTask> Pass<'_, K> {
     /// The owned images of the object's region: while its work is in flight or not begun, a
-    /// recent listing (at most a poll interval old) shared with the region's poller; once
+    /// recent listing shared with the region's poller; once
     /// finished, the slow drift listing that notices out-of-band changes. A second image the
     /// object owns from before its followed one shows in the drift listing once it is finished.
     pub async fn owned_images(&self) -> Result<Arc<Listing>, EcsError> {
@@ -140,14 +152,16 @@ impl<K: CloudTask> Pass<'_, K> {
                     .since(&ecs.client, &ecs.signer, region, &followed),
                 None => listed_since(self.obj),
             };
+            // Before anything started, what the object may own was made before the status that
+            // says so was lost, so any listing taken since the object exists will do (however
+            // long it waited for its turn); work in flight needs one a poll interval old at most.
+            let taken_after = if K::nothing_to_release(&self.status) {
+                created_at(self.obj) + LISTING_AFTER_CREATION
+            } else {
+                Timestamp::now() - ctx.timing.poll_interval
+            };
             ctx.in_flight
-                .listing(
-                    &ecs.client,
-                    &ecs.signer,
-                    region,
-                    since,
-                    ctx.timing.poll_interval,
-                )
+                .listing(&ecs.client, &ecs.signer, region, since, taken_after)
                 .await
         } else {
             ctx.listings.get(&ecs.client, &ecs.signer, region).await
@@ -310,6 +324,7 @@ async fn apply<K: CloudTask>(obj: &K, ctx: &Context) -> Result<Action, Error> {
                 Next::Resync => ctx.timing.resync_interval,
                 Next::StalledRetry => ctx.timing.stalled_retry,
                 Next::Now => Duration::ZERO,
+                Next::After(wait) => wait,
             }))
         }
         Err(error) => {
