@@ -575,7 +575,6 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ecs::{Credentials, CredentialsProvider, EcsClientConfig};
     use futures::StreamExt;
     use serde_json::{Value, json};
 
@@ -649,18 +648,7 @@ mod tests {
                 }))
             }
         });
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let address = listener.local_addr().unwrap();
-        tokio::spawn(async move { axum::serve(listener, app).await });
-        let client = EcsClient::new(
-            EcsClientConfig {
-                endpoint: Some(url::Url::parse(&format!("http://{address}")).unwrap()),
-                max_attempts: 1,
-                ..Default::default()
-            },
-            CredentialsProvider::fixed(Credentials::new("id", "secret")),
-        )
-        .unwrap();
+        let client = crate::controller::local_ecs(app).await;
         (client, pages)
     }
 

@@ -293,7 +293,6 @@ async fn list_owned_images(ecs: &EcsClient, region: &str) -> Result<Vec<Image>, 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ecs::{Credentials, CredentialsProvider, EcsClientConfig};
 
     /// A local ECS that never answers for `hung_region` and lists nothing elsewhere; counts
     /// the requests per region.
@@ -324,18 +323,7 @@ mod tests {
                 }))
             }
         });
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let address = listener.local_addr().unwrap();
-        tokio::spawn(async move { axum::serve(listener, app).await });
-        let client = EcsClient::new(
-            EcsClientConfig {
-                endpoint: Some(url::Url::parse(&format!("http://{address}")).unwrap()),
-                max_attempts: 1,
-                ..Default::default()
-            },
-            CredentialsProvider::fixed(Credentials::new("id", "secret")),
-        )
-        .unwrap();
+        let client = crate::controller::local_ecs(app).await;
         (client, seen)
     }
 
