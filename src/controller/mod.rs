@@ -250,6 +250,24 @@ impl Error {
     }
 }
 
+/// For unit tests: an ECS client for a local server answering with `app`.
+#[cfg(test)]
+pub(crate) async fn local_ecs(app: axum::Router) -> EcsClient {
+    use crate::ecs::{Credentials, EcsClientConfig};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    EcsClient::new(
+        EcsClientConfig {
+            endpoint: Some(url::Url::parse(&format!("http://{address}")).unwrap()),
+            max_attempts: 1,
+            ..Default::default()
+        },
+        CredentialsProvider::fixed(Credentials::new("id", "secret")),
+    )
+    .unwrap()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -285,22 +303,4 @@ mod tests {
         throttle.forget("a");
         assert!(throttle.due("a"), "a forgotten object starts afresh");
     }
-}
-
-/// For unit tests: an ECS client for a local server answering with `app`.
-#[cfg(test)]
-pub(crate) async fn local_ecs(app: axum::Router) -> EcsClient {
-    use crate::ecs::{Credentials, EcsClientConfig};
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let address = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, app).await });
-    EcsClient::new(
-        EcsClientConfig {
-            endpoint: Some(url::Url::parse(&format!("http://{address}")).unwrap()),
-            max_attempts: 1,
-            ..Default::default()
-        },
-        CredentialsProvider::fixed(Credentials::new("id", "secret")),
-    )
-    .unwrap()
 }
