@@ -21,10 +21,11 @@ use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher::{self, watcher};
 use kube::runtime::{WatchStreamExt, reflector};
-use kube::{Api, Client, ResourceExt};
+use kube::{Api, Client, Resource, ResourceExt};
 use tracing::{error, info, warn};
 
-use crate::api::{ImageCopy, ImageExport, ImageImport};
+use crate::api::{ImageCopy, ImageExport, ImageImport, ImageReplication, REPLICATION_UID_LABEL};
+use crate::controller::image_replication::{self, Replications};
 use crate::controller::metrics::Metrics;
 use crate::controller::task::{self, CloudTask};
 use crate::controller::{Context, Timing};
@@ -275,6 +276,7 @@ async fn serve(args: RunArgs) -> Result<(), String> {
     probe::<ImageCopy>(&client, args.namespace.as_deref()).await?;
     probe::<ImageImport>(&client, args.namespace.as_deref()).await?;
     probe::<ImageExport>(&client, args.namespace.as_deref()).await?;
+    probe::<ImageReplication>(&client, args.namespace.as_deref()).await?;
     ready.store(true, Ordering::SeqCst);
 
     let elector = args.leader_elect.then(|| {
@@ -330,7 +332,7 @@ async fn serve(args: RunArgs) -> Result<(), String> {
         }
     };
     let namespace = args.namespace.as_deref();
-    let controller = futures::future::join3(
+    let controller = futures::future::join4(
         run_kind::<ImageCopy>(
             &client,
             namespace,
@@ -346,6 +348,13 @@ async fn serve(args: RunArgs) -> Result<(), String> {
             stop_rx.clone(),
         ),
         run_kind::<ImageExport>(
+            &client,
+            namespace,
+            ctx.clone(),
+            args.concurrency,
+            stop_rx.clone(),
+        ),
+        run_replications(
             &client,
             namespace,
             ctx.clone(),
@@ -374,14 +383,14 @@ async fn serve(args: RunArgs) -> Result<(), String> {
     Ok(())
 }
 
-fn api<K: CloudTask>(client: &Client, namespace: Option<&str>) -> Api<K> {
+fn api<K: Watched>(client: &Client, namespace: Option<&str>) -> Api<K> {
     match namespace {
         Some(ns) => Api::namespaced(client.clone(), ns),
         None => Api::all(client.clone()),
     }
 }
 
-async fn probe<K: CloudTask>(client: &Client, namespace: Option<&str>) -> Result<(), String> {
+async fn probe<K: Watched>(client: &Client, namespace: Option<&str>) -> Result<(), String> {
     api::<K>(client, namespace)
         .list(&kube::api::ListParams::default().limit(1))
         .await
@@ -389,7 +398,7 @@ async fn probe<K: CloudTask>(client: &Client, namespace: Option<&str>) -> Result
         .map_err(|e| {
             format!(
                 "cannot list {} objects (are the CRDs installed? `ecs-image-operator crd | kubectl apply -f -`): {e}",
-                K::KIND
+                K::kind(&())
             )
         })
 }
@@ -435,10 +444,87 @@ async fn run_kind<K: CloudTask>(
         .await;
 }
 
+/// The `ImageReplication` controller until `stop` turns true and its reconciliations drain. It
+/// watches the replications and, to follow their progress, the `ImageCopy` objects they made
+/// (and only those: the label selector keeps other copies out of its cache).
+async fn run_replications(
+    client: &Client,
+    namespace: Option<&str>,
+    ctx: Arc<Context>,
+    concurrency: u16,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    let (reader, writer) = reflector::store();
+    let changes = watcher(
+        api::<ImageReplication>(client, namespace),
+        watcher::Config::default().any_semantic(),
+    )
+    .default_backoff()
+    .modify(strip_for_cache)
+    .reflect(writer)
+    .applied_objects()
+    .predicate_filter(needs_reconcile::<ImageReplication>, Default::default());
+    let (children, children_writer) = reflector::store();
+    // Every change of a child counts, its status above all: that is the replication's progress.
+    let child_changes = watcher(
+        api::<ImageCopy>(client, namespace),
+        watcher::Config::default()
+            .labels(REPLICATION_UID_LABEL)
+            .any_semantic(),
+    )
+    .default_backoff()
+    .modify(strip_for_cache)
+    .reflect(children_writer)
+    .touched_objects();
+    let cache = reader.clone();
+    let graceful = async move {
+        let _ = cache.wait_until_ready().await;
+        let _ = stop.wait_for(|stop| *stop).await;
+    };
+    let replications = Arc::new(Replications {
+        shared: ctx,
+        children,
+    });
+    Controller::for_stream(changes, reader)
+        .owns_stream(child_changes)
+        .with_config(ControllerConfig::default().concurrency(concurrency))
+        .graceful_shutdown_on(graceful)
+        .run(
+            image_replication::reconcile,
+            image_replication::error_policy,
+            replications,
+        )
+        .for_each(|_| futures::future::ready(()))
+        .await;
+}
+
+/// What the operator watches: a namespaced kind of ours.
+trait Watched:
+    kube::Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+    + Clone
+    + std::fmt::Debug
+    + serde::de::DeserializeOwned
+    + Send
+    + Sync
+    + 'static
+{
+}
+
+impl<K> Watched for K where
+    K: kube::Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+        + Clone
+        + std::fmt::Debug
+        + serde::de::DeserializeOwned
+        + Send
+        + Sync
+        + 'static
+{
+}
+
 /// Drops what no reconciliation reads before an object reaches the cache: `managedFields` and
 /// kubectl's last-applied copy of the object are often larger than the rest of it, and the
 /// cache holds every object for the life of the process.
-fn strip_for_cache<K: CloudTask>(obj: &mut K) {
+fn strip_for_cache<K: Resource>(obj: &mut K) {
     obj.managed_fields_mut().clear();
     if let Some(annotations) = &mut obj.meta_mut().annotations {
         annotations.remove(LAST_APPLIED);
@@ -449,7 +535,7 @@ const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
 
 /// What a reconciliation depends on besides the cloud: the spec (generation), the finalizers,
 /// and whether deletion started.
-fn needs_reconcile<K: CloudTask>(obj: &K) -> Option<u64> {
+fn needs_reconcile<K: Resource>(obj: &K) -> Option<u64> {
     let meta = obj.meta();
     let mut hasher = std::hash::DefaultHasher::new();
     meta.generation.hash(&mut hasher);

@@ -7,6 +7,7 @@ pub mod ecs_tasks;
 pub mod image_copy;
 pub mod image_export;
 pub mod image_import;
+pub mod image_replication;
 pub mod in_flight;
 pub mod listings;
 pub mod metrics;
@@ -230,6 +231,10 @@ pub enum Error {
     /// ECS answered with something that could not be decoded where a decision depends on it.
     #[error("unreadable ECS answer: {0}")]
     Unreadable(String),
+    /// Not a failure: a replication's finalizer stays until its copies finished their own
+    /// cleanup.
+    #[error("waiting for {0} ImageCopy object(s) to finish their cleanup")]
+    WaitingForChildren(usize),
     /// Not a failure: the finalizer stays until ECS finishes work it could not cancel.
     #[error("waiting for {0} to finish; ECS cannot cancel it")]
     WaitingForTask(String),
@@ -246,6 +251,7 @@ impl Error {
             Error::Unreadable(_) => "Unreadable".into(),
             Error::DeletionBlocked { code, .. } => code.clone(),
             Error::WaitingForTask(_) => "WaitingForTask".into(),
+            Error::WaitingForChildren(_) => "WaitingForChildren".into(),
         }
     }
 }

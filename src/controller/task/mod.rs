@@ -253,12 +253,17 @@ async fn reconcile_once<K: CloudTask>(obj: Arc<K>, ctx: Arc<Context>) -> Result<
         }
     })
     .await;
-    result.map_err(|e| match e {
+    result.map_err(finalizer_error)
+}
+
+/// The error of a `finalizer()` call as the controllers report it.
+pub fn finalizer_error(error: FinalizerError<Error>) -> Error {
+    match error {
         FinalizerError::ApplyFailed(e) | FinalizerError::CleanupFailed(e) => e,
         FinalizerError::AddFinalizer(e) | FinalizerError::RemoveFinalizer(e) => Error::Kube(e),
         FinalizerError::UnnamedObject => Error::MissingObjectField("metadata.name"),
         FinalizerError::InvalidFinalizer => Error::MissingObjectField("a valid finalizer"),
-    })
+    }
 }
 
 pub fn error_policy<K: CloudTask>(obj: Arc<K>, error: &Error, ctx: Arc<Context>) -> Action {
@@ -493,7 +498,9 @@ async fn write_status<K: CloudTask>(
     Ok(next)
 }
 
-async fn publish<K: CloudTask>(obj: &K, ctx: &Context, notices: &[Notice]) {
+/// Records `notices` as Events about `obj`; an Event that cannot be recorded is logged, never
+/// a failure.
+pub async fn publish<K: Resource<DynamicType = ()>>(obj: &K, ctx: &Context, notices: &[Notice]) {
     let reference = obj.object_ref(&());
     for notice in notices {
         let event = KubeEvent {
@@ -509,7 +516,7 @@ async fn publish<K: CloudTask>(obj: &K, ctx: &Context, notices: &[Notice]) {
         };
         // An event that cannot be recorded must not fail the reconciliation.
         if let Err(e) = ctx.recorder.publish(&event, &reference).await {
-            warn!(kind = K::KIND, object = %obj.name_any(), error = %e, "cannot publish event");
+            warn!(kind = %K::kind(&()), object = %obj.name_any(), error = %e, "cannot publish event");
         }
     }
 }
