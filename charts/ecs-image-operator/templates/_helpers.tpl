@@ -48,11 +48,23 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- define "ecs-image-operator.watchRules" -}}
 # Watch the objects, add/remove the finalizer, write status.
 - apiGroups: ["imageops.dev"]
-  resources: ["imagecopies", "imageimports", "imageexports"]
+  resources: ["imagecopies", "imageimports", "imageexports", "imagereplications"]
   verbs: ["get", "list", "watch", "patch", "update"]
 - apiGroups: ["imageops.dev"]
-  resources: ["imagecopies/status", "imageimports/status", "imageexports/status"]
+  resources: ["imagecopies/status", "imageimports/status", "imageexports/status", "imagereplications/status"]
   verbs: ["get", "patch", "update"]
+# An ImageReplication's copies, one per region, made and removed by the operator.
+- apiGroups: ["imageops.dev"]
+  resources: ["imagecopies"]
+  verbs: ["create", "delete"]
+# The copies name their ImageReplication as owner with blockOwnerDeletion, which needs this.
+- apiGroups: ["imageops.dev"]
+  resources: ["imagereplications/finalizers"]
+  verbs: ["update"]
+# The ConfigMap an ImageReplication publishes its region → image map to (spec.publishTo).
+- apiGroups: [""]
+  resources: ["configmaps"]
+  verbs: ["get", "create", "patch", "delete"]
 # Only the Secret an object names in spec.credentialsSecretRef, read by name.
 - apiGroups: [""]
   resources: ["secrets"]
