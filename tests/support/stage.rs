@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use ecs_image_operator::api::image_copy::CopyPhase;
 use ecs_image_operator::api::image_export::ExportPhase;
 use ecs_image_operator::api::image_import::ImportPhase;
-use ecs_image_operator::api::{ImageCopy, ImageExport, ImageImport};
+use ecs_image_operator::api::{ImageCopy, ImageExport, ImageImport, ImageReplication};
 use k8s_openapi::NamespaceResourceScope;
 use k8s_openapi::api::events::v1::Event;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
@@ -112,6 +112,27 @@ impl Kind for ImageExport {
     }
     fn task_id(&self) -> Option<&str> {
         self.status.as_ref()?.task_id.as_deref()
+    }
+}
+
+/// A replication has no phase of its own: its rows carry their copies' phases.
+impl Kind for ImageReplication {
+    type Phase = ();
+
+    fn conditions(&self) -> &[Condition] {
+        self.status.as_ref().map_or(&[], |s| &s.conditions)
+    }
+    fn phase(&self) -> Option<()> {
+        None
+    }
+    fn progress(&self) -> Option<&str> {
+        self.status.as_ref()?.progress.as_deref()
+    }
+    fn image_id(&self) -> Option<&str> {
+        None
+    }
+    fn task_id(&self) -> Option<&str> {
+        None
     }
 }
 
@@ -397,6 +418,27 @@ pub async fn kubectl(args: &[&str], stdin: &str) -> Output {
 /// An ImageCopy of the seeded source image to the destination region.
 pub fn image_copy(name: &str) -> ImageCopy {
     image_copy_with(name, json!({}))
+}
+
+/// An ImageReplication of the seeded source image to `regions`, with `spec_overrides` merged in
+/// as [`manifest`] does.
+pub fn image_replication_with(
+    name: &str,
+    regions: &[&str],
+    spec_overrides: Value,
+) -> ImageReplication {
+    let spec = json!({
+        "sourceRegionId": SOURCE_REGION,
+        "sourceImageId": SOURCE_IMAGE,
+        "destinationRegionIds": regions,
+    });
+    serde_json::from_value(object_manifest(
+        "ImageReplication",
+        name,
+        spec,
+        spec_overrides,
+    ))
+    .expect("the test manifest is a valid ImageReplication")
 }
 
 /// The default ImageCopy with `spec_overrides` merged in, as [`manifest`] does.
