@@ -48,7 +48,7 @@ metadata:
     app.kubernetes.io/name: ecs-image-operator
 YAML
 } >"$out/namespace.yaml"
-render crds.yaml "The CRDs: ImageCopy, ImageImport, ImageExport." customresourcedefinitions.yaml
+render crds.yaml "The CRDs: ImageCopy, ImageImport, ImageExport, ImageReplication." customresourcedefinitions.yaml
 render rbac.yaml "ServiceAccount and least-privilege RBAC: what the operator calls, nothing more." \
   serviceaccount.yaml rbac.yaml
 render operator.yaml "The operator's Deployment and metrics Service. Set the image to the one you pushed." \

@@ -8,13 +8,15 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use ecs_image_operator::api::ImageCopy;
+use ecs_image_operator::api::{ImageCopy, ImageReplication};
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::Namespace;
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace};
 use k8s_openapi::api::events::v1::Event;
 use kube::api::{Api, ListParams, PostParams};
 use serde_json::json;
-use support::stage::{image_copy_with, true_reason, wait_for, wait_gone, wait_ready};
+use support::stage::{
+    image_copy_with, image_replication_with, true_reason, wait_for, wait_gone, wait_ready,
+};
 
 fn kubectl(kubeconfig: &Path, args: &[&str]) {
     let out = Command::new(support::kubectl_bin())
@@ -147,6 +149,47 @@ async fn operator_works_with_only_the_rbac_of_deploy_rbac_yaml() {
         .await
         .expect("delete");
     wait_gone(&api, "least-privilege", Duration::from_secs(30)).await;
+
+    // An ImageReplication: the operator creates and deletes its ImageCopy children, names the
+    // replication as their owner, and writes the ConfigMap it publishes to.
+    let replications: Api<ImageReplication> = Api::namespaced(client.clone(), &ns);
+    replications
+        .create(
+            &PostParams::default(),
+            &image_replication_with(
+                "least-privilege",
+                &["cn-beijing"],
+                json!({"publishTo": "golden-images", "credentialsSecretRef": {"name": "ecs-credentials"}}),
+            ),
+        )
+        .await
+        .expect("create ImageReplication");
+    wait_ready(&replications, "least-privilege", Duration::from_secs(60)).await;
+    let config_maps: Api<ConfigMap> = Api::namespaced(client.clone(), &ns);
+    let published = config_maps
+        .get("golden-images")
+        .await
+        .expect("the published ConfigMap");
+    assert!(
+        published
+            .data
+            .unwrap_or_default()
+            .contains_key("cn-beijing"),
+        "the map lists the region"
+    );
+    replications
+        .delete("least-privilege", &Default::default())
+        .await
+        .expect("delete");
+    wait_gone(&replications, "least-privilege", Duration::from_secs(30)).await;
+    assert!(
+        api.list(&ListParams::default())
+            .await
+            .expect("list")
+            .items
+            .is_empty(),
+        "the replication's copy went with it"
+    );
 }
 
 async fn reconciles(operator: &support::Operator) -> u64 {
