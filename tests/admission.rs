@@ -9,7 +9,7 @@ mod support;
 use std::collections::BTreeMap;
 use std::process::Stdio;
 
-use ecs_image_operator::api::{ImageCopy, ImageExport, ImageImport};
+use ecs_image_operator::api::{ImageCopy, ImageExport, ImageImport, ImageReplication};
 use kube::Client;
 use kube::api::{Api, ApiResource, DynamicObject, Patch, PatchParams, PostParams};
 use serde_json::{Value, json};
@@ -101,6 +101,29 @@ fn image_export() -> Kind {
             "ossPrefix": "golden2026",
             "imageFormat": "qcow2",
             "credentialsSecretRef": {"name": "ecs-credentials"},
+        }),
+    }
+}
+
+fn image_replication() -> Kind {
+    Kind {
+        name: "ImageReplication",
+        resource: ApiResource::erase::<ImageReplication>(&()),
+        required: json!({
+            "sourceRegionId": SOURCE_REGION,
+            "sourceImageId": SOURCE_IMAGE,
+            "destinationRegionIds": [DESTINATION_REGION, "cn-beijing"],
+        }),
+        optional: json!({
+            "destinationImageName": "golden-2026-12",
+            "destinationDescription": "golden image",
+            "encrypted": true,
+            "kmsKeyIds": {"cn-beijing": "key-bj"},
+            "resourceGroupId": "rg-platform",
+            "tags": {"team": "platform"},
+            "deletionPolicy": "Delete",
+            "credentialsSecretRef": {"name": "ecs-credentials"},
+            "publishTo": "golden-images",
         }),
     }
 }
@@ -807,6 +830,133 @@ fn copy_rows() -> Vec<Row> {
     .collect()
 }
 
+fn replication_rows() -> Vec<Row> {
+    let own = vec![
+        refused(
+            "source region among the destinations",
+            json!({"destinationRegionIds": [DESTINATION_REGION, SOURCE_REGION]}),
+            "spec.destinationRegionIds must not include spec.sourceRegionId",
+        ),
+        refused(
+            "no destination",
+            json!({"destinationRegionIds": []}),
+            "spec.destinationRegionIds",
+        ),
+        refused(
+            "a destination twice",
+            json!({"destinationRegionIds": [DESTINATION_REGION, DESTINATION_REGION]}),
+            "spec.destinationRegionIds[1]: Duplicate value",
+        ),
+        refused(
+            "destination region in upper case",
+            json!({"destinationRegionIds": ["CN-SHANGHAI"]}),
+            "spec.destinationRegionIds[0]",
+        ),
+        refused(
+            "missing destinationRegionIds",
+            json!({"destinationRegionIds": null}),
+            "spec.destinationRegionIds",
+        ),
+        stored(
+            "one destination",
+            json!({"destinationRegionIds": ["ap-southeast-1"]}),
+        ),
+        refused(
+            "kmsKeyIds without encrypted",
+            json!({"kmsKeyIds": {"cn-beijing": "key-bj"}}),
+            "spec.kmsKeyIds requires spec.encrypted: true",
+        ),
+        refused(
+            "kmsKeyIds for a region not copied to",
+            json!({"encrypted": true, "kmsKeyIds": {"cn-qingdao": "key-qd"}}),
+            "spec.kmsKeyIds keys must be regions of spec.destinationRegionIds",
+        ),
+        refused(
+            "an empty kms key",
+            json!({"encrypted": true, "kmsKeyIds": {"cn-beijing": ""}}),
+            "spec.kmsKeyIds",
+        ),
+        stored(
+            "encrypted with a key for one region",
+            json!({"encrypted": true, "kmsKeyIds": {"cn-beijing": "key-bj"}}),
+        ),
+        refused(
+            "publishTo with upper case",
+            json!({"publishTo": "Golden_Images"}),
+            "spec.publishTo",
+        ),
+        stored("publishTo", json!({"publishTo": "golden-images"})),
+        // Changes: everything may change; a new generation with the same image name would
+        // clash in ECS with the images that stay until it is Ready.
+        change(
+            "add a region",
+            Base::Full,
+            json!({"destinationRegionIds": [DESTINATION_REGION, "cn-beijing", "cn-qingdao"]}),
+            Expect::Stored,
+        ),
+        change(
+            "remove a region",
+            Base::Bare,
+            json!({"destinationRegionIds": ["cn-beijing"]}),
+            Expect::Stored,
+        ),
+        change(
+            "new source without a name",
+            Base::Bare,
+            json!({"sourceImageId": "m-demo0002"}),
+            Expect::Stored,
+        ),
+        // The refusal comes first: a stored change moves the base object on.
+        change(
+            "new source keeping the name",
+            Base::Full,
+            json!({"sourceImageId": "m-demo0002"}),
+            Expect::Refused("spec.destinationImageName must change"),
+        ),
+        change(
+            "new source with a new name",
+            Base::Full,
+            json!({"sourceImageId": "m-demo0002", "destinationImageName": "golden-2027-01"}),
+            Expect::Stored,
+        ),
+        change(
+            "new tags keeping the name",
+            Base::Full,
+            json!({"tags": {"team": "payments"}}),
+            Expect::Refused("spec.destinationImageName must change"),
+        ),
+        change(
+            "new kms key keeping the name",
+            Base::Full,
+            json!({"kmsKeyIds": {"cn-beijing": "key-bj2"}}),
+            Expect::Refused("spec.destinationImageName must change"),
+        ),
+        change(
+            "change publishTo",
+            Base::Full,
+            json!({"publishTo": "golden-images-v2"}),
+            Expect::Stored,
+        ),
+    ];
+    // Tags follow ImageCopy's rules on create; their changes are this kind's own rows above.
+    let tag_creates = tag_rows()
+        .into_iter()
+        .filter(|row| !matches!(row.request, Request::Change { .. }));
+    [
+        own,
+        region_rows("sourceRegionId", "spec.sourceRegionId"),
+        image_name_rows("destinationImageName", "spec.destinationImageName"),
+        description_rows("destinationDescription", "spec.destinationDescription"),
+        tag_creates.collect(),
+        deletion_policy_rows(),
+        credentials_rows(),
+        vec![missing_spec(), labels_only_change()],
+    ]
+    .into_iter()
+    .flatten()
+    .collect()
+}
+
 /// One disk: the default file with `fields` merged in (`null` removes one).
 fn disk_with(fields: Value) -> Value {
     let mut mapping = json!({"ossBucket": BUCKET, "ossObject": OBJECT});
@@ -1348,6 +1498,11 @@ async fn apiserver_admits_exactly_the_documented_image_imports() {
 #[tokio::test]
 async fn apiserver_admits_exactly_the_documented_image_exports() {
     admits_exactly(&image_export(), export_rows()).await;
+}
+
+#[tokio::test]
+async fn apiserver_admits_exactly_the_documented_image_replications() {
+    admits_exactly(&image_replication(), replication_rows()).await;
 }
 
 /// Sends every row as an object of `kind` to a fresh namespace holding the two change bases;
