@@ -1569,15 +1569,23 @@ async fn examples_are_admitted_and_every_kind_is_listed_under_ecs_images() {
             "imagecopy.imageops.dev/golden-to-singapore",
             "imageexport.imageops.dev/golden-to-oss",
             "imageimport.imageops.dev/golden-from-oss",
+            "imagereplication.imageops.dev/golden-everywhere",
         ],
         "kubectl get ecs-images"
     );
-    let by_short_names =
-        kubectl_stdout(&["get", "imgcp,imgimp,imgexp", "-n", &namespace, "-o", "name"]).await;
+    let by_short_names = kubectl_stdout(&[
+        "get",
+        "imgcp,imgimp,imgexp,imgrep",
+        "-n",
+        &namespace,
+        "-o",
+        "name",
+    ])
+    .await;
     assert_eq!(
         by_short_names.lines().count(),
         names.len(),
-        "kubectl get imgcp,imgimp,imgexp:\n{by_short_names}"
+        "kubectl get imgcp,imgimp,imgexp,imgrep:\n{by_short_names}"
     );
 }
 

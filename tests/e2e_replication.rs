@@ -563,3 +563,101 @@ async fn a_stalled_region_stalls_the_replication_with_its_region_and_code() {
         .wait_event("golden", "Warning", "Stalled", Duration::from_secs(10))
         .await;
 }
+
+/// examples/imagereplication-golden.yaml becomes Ready, and both consumers in
+/// examples/consumers/ read its published map: the Job's `valueFrom` is valid, and the
+/// Kustomize replacement fills in the Chengdu image.
+#[tokio::test]
+async fn the_example_replication_publishes_what_the_example_consumers_read() {
+    let stage = Stage::start("rep-example", &["--copy-seconds", "2"], &[]).await;
+    let examples = support::repo_root().join("examples");
+    let example = examples.join("imagereplication-golden.yaml");
+    let apply = kubectl(
+        &[
+            "apply",
+            "-n",
+            &stage.namespace,
+            "-f",
+            &support::path_str(&example),
+        ],
+        "",
+    )
+    .await;
+    assert!(
+        apply.status.success(),
+        "{}",
+        String::from_utf8_lossy(&apply.stderr)
+    );
+    let ready = stage
+        .objects::<ImageReplication>()
+        .wait_ready("golden-everywhere", Duration::from_secs(60))
+        .await;
+    let chengdu = rows(&ready)["cn-chengdu"]
+        .0
+        .clone()
+        .expect("a Chengdu image");
+    wait_published(&stage, "golden-images", &expected_map(&ready, SOURCE_IMAGE)).await;
+
+    let job = examples.join("consumers/job-reads-published-image.yaml");
+    let dry_run = kubectl(
+        &[
+            "apply",
+            "--dry-run=server",
+            "--validate=strict",
+            "-n",
+            &stage.namespace,
+            "-f",
+            &support::path_str(&job),
+        ],
+        "",
+    )
+    .await;
+    assert!(
+        dry_run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&dry_run.stderr)
+    );
+
+    let dir = tempfile::tempdir().expect("temp dir");
+    for file in ["kustomization.yaml", "node-pool-job.yaml"] {
+        std::fs::copy(
+            examples.join("consumers/kustomize").join(file),
+            dir.path().join(file),
+        )
+        .expect("copy the Kustomize example");
+    }
+    let export = kubectl(
+        &[
+            "get",
+            "configmap",
+            "golden-images",
+            "-n",
+            &stage.namespace,
+            "-o",
+            "yaml",
+        ],
+        "",
+    )
+    .await;
+    assert!(
+        export.status.success(),
+        "{}",
+        String::from_utf8_lossy(&export.stderr)
+    );
+    std::fs::write(dir.path().join("golden-images.yaml"), &export.stdout).expect("write the map");
+    let built = kubectl(&["kustomize", &support::path_str(dir.path())], "").await;
+    assert!(
+        built.status.success(),
+        "{}",
+        String::from_utf8_lossy(&built.stderr)
+    );
+    let rendered = String::from_utf8_lossy(&built.stdout);
+    assert!(
+        rendered.contains(&format!("value: {chengdu}")),
+        "the Job does not carry the Chengdu image {chengdu}:\n{rendered}"
+    );
+    assert!(
+        !rendered.contains("kind: ConfigMap"),
+        "the exported map is not rendered:\n{rendered}"
+    );
+}
