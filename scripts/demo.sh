@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # `make demo`: the real kube-apiserver, the ECS emulator and the operator on 127.0.0.1; applies
-# examples/ (copies, an import, an export), shows the copies progress to Ready live, then deletes a copy mid-flight and shows
+# examples/ (copies, an import, an export, a replication), shows the copies progress to Ready live, then deletes a copy mid-flight and shows
 # that the operator cancelled it in ECS. Stops everything when done (or interrupted).
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -92,6 +92,12 @@ echo
 echo "== the import and the export of examples/ (kubectl get ecs-images lists every kind)"
 k wait --for=condition=Ready imageimport,imageexport --all --timeout=120s
 k get ecs-images
+echo
+echo "== the ImageReplication of examples/: one ImageCopy per region, one status, a published map"
+k wait --for=condition=Ready imagereplication --all --timeout=120s
+k get imgrep
+k get imgcp -l imageops.dev/replication-uid
+echo "ConfigMap golden-images: $(k get configmap golden-images -o jsonpath='{.data}')"
 calls=$(admin calls | python3 -c 'import json,sys; print(", ".join(f"{k} {v}" for k, v in sorted(json.load(sys.stdin)["counts"].items())))')
 cat <<EOF
 
@@ -101,6 +107,8 @@ cat <<EOF
   the second copy to Shanghai waited in ECS's queue (phase Queued) while the first one ran.
 - The ImageImport (ImportImage from OSS) and the ImageExport (ExportImage to OSS) followed their ECS
   tasks to Ready the same way.
+- The ImageReplication made one ImageCopy per destination region, showed them as one status
+  (regions ready, overall progress) and published the region → image map to ConfigMap golden-images.
 - Deleting cancel-me mid-copy ran its finalizer: CancelCopyImage in ECS, the half-made image gone,
   then the object went away (the events above).
 - ECS calls the emulator answered: $calls
