@@ -409,27 +409,10 @@ async fn run_kind<K: CloudTask>(
     namespace: Option<&str>,
     ctx: Arc<Context>,
     concurrency: u16,
-    mut stop: tokio::sync::watch::Receiver<bool>,
+    stop: tokio::sync::watch::Receiver<bool>,
 ) {
-    // Only changes that need work wake the controller: a status write (ours) must not, or an
-    // error path whose status changes would retry at once instead of after its backoff.
-    let (reader, writer) = reflector::store();
-    let changes = watcher(
-        api::<K>(client, namespace),
-        watcher::Config::default().any_semantic(),
-    )
-    .default_backoff()
-    .modify(strip_for_cache)
-    .reflect(writer)
-    .applied_objects()
-    .predicate_filter(needs_reconcile::<K>, Default::default());
-    // The controller holds its workers until the cache has its first listing, and a graceful
-    // stop before that would leave it waiting forever: so the stop waits for the cache too.
-    let cache = reader.clone();
-    let graceful = async move {
-        let _ = cache.wait_until_ready().await;
-        let _ = stop.wait_for(|stop| *stop).await;
-    };
+    let (reader, changes) = changes_needing_work::<K>(client, namespace);
+    let graceful = stop_once_cached(reader.clone(), stop);
     // Objects whose image in flight changed, as the region pollers find them.
     let woken = ctx
         .in_flight
@@ -452,18 +435,9 @@ async fn run_replications(
     namespace: Option<&str>,
     ctx: Arc<Context>,
     concurrency: u16,
-    mut stop: tokio::sync::watch::Receiver<bool>,
+    stop: tokio::sync::watch::Receiver<bool>,
 ) {
-    let (reader, writer) = reflector::store();
-    let changes = watcher(
-        api::<ImageReplication>(client, namespace),
-        watcher::Config::default().any_semantic(),
-    )
-    .default_backoff()
-    .modify(strip_for_cache)
-    .reflect(writer)
-    .applied_objects()
-    .predicate_filter(needs_reconcile::<ImageReplication>, Default::default());
+    let (reader, changes) = changes_needing_work::<ImageReplication>(client, namespace);
     let (children, children_writer) = reflector::store();
     // Every change of a child counts, its status above all: that is the replication's progress.
     let child_changes = watcher(
@@ -476,11 +450,7 @@ async fn run_replications(
     .modify(strip_for_cache)
     .reflect(children_writer)
     .touched_objects();
-    let cache = reader.clone();
-    let graceful = async move {
-        let _ = cache.wait_until_ready().await;
-        let _ = stop.wait_for(|stop| *stop).await;
-    };
+    let graceful = stop_once_cached(reader.clone(), stop);
     let replications = Arc::new(Replications {
         shared: ctx,
         children,
@@ -496,6 +466,39 @@ async fn run_replications(
         )
         .for_each(|_| futures::future::ready(()))
         .await;
+}
+
+/// The cache of kind `K` and the stream of its changes that need work. Only changes that need
+/// work wake the controller: a status write (ours) must not, or an error path whose status
+/// changes would retry at once instead of after its backoff.
+fn changes_needing_work<K: Watched>(
+    client: &Client,
+    namespace: Option<&str>,
+) -> (
+    reflector::Store<K>,
+    impl futures::Stream<Item = Result<K, watcher::Error>> + Send + 'static,
+) {
+    let (reader, writer) = reflector::store();
+    let changes = watcher(
+        api::<K>(client, namespace),
+        watcher::Config::default().any_semantic(),
+    )
+    .default_backoff()
+    .modify(strip_for_cache)
+    .reflect(writer)
+    .applied_objects()
+    .predicate_filter(needs_reconcile::<K>, Default::default());
+    (reader, changes)
+}
+
+/// Resolves when `stop` turns true, but not before `cache` has its first listing: the
+/// controller holds its workers until then, and a graceful stop before it would wait forever.
+async fn stop_once_cached<K: Watched>(
+    cache: reflector::Store<K>,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    let _ = cache.wait_until_ready().await;
+    let _ = stop.wait_for(|stop| *stop).await;
 }
 
 /// What the operator watches: a namespaced kind of ours.

@@ -81,6 +81,34 @@ fn expected_map(replication: &ImageReplication, source: &str) -> BTreeMap<String
     data
 }
 
+/// The regions where the emulator accepted `action`, sorted.
+async fn accepted_in(stage: &Stage, action: &str) -> Vec<String> {
+    let mut regions: Vec<String> = stage
+        .emulator
+        .calls_of(action)
+        .await
+        .iter()
+        .filter(|c| c["code"] == "")
+        .map(|c| c["regionId"].as_str().unwrap_or_default().to_string())
+        .collect();
+    regions.sort();
+    regions
+}
+
+/// Creates the replication `name` of the seeded image to `regions` and waits until it is Ready.
+async fn create_ready(
+    stage: &Stage,
+    name: &str,
+    regions: &[&str],
+    spec_overrides: serde_json::Value,
+) -> ImageReplication {
+    let replications = stage.objects::<ImageReplication>();
+    replications
+        .create(&image_replication_with(name, regions, spec_overrides))
+        .await;
+    replications.wait_ready(name, Duration::from_secs(90)).await
+}
+
 async fn patch_spec(stage: &Stage, name: &str, spec: serde_json::Value) {
     stage
         .objects::<ImageReplication>()
@@ -98,17 +126,13 @@ async fn patch_spec(stage: &Stage, name: &str, spec: serde_json::Value) {
 async fn four_regions_become_ready_published_and_a_fifth_adds_one_copy_only() {
     let stage = Stage::start("rep-ready", &["--copy-seconds", "4"], &[]).await;
     let replications = stage.objects::<ImageReplication>();
-    replications
-        .create(&image_replication_with(
-            "golden",
-            &REGIONS,
-            json!({"publishTo": "golden-images", "tags": {"team": "platform"}}),
-        ))
-        .await;
-
-    let ready = replications
-        .wait_ready("golden", Duration::from_secs(90))
-        .await;
+    let ready = create_ready(
+        &stage,
+        "golden",
+        &REGIONS,
+        json!({"publishTo": "golden-images", "tags": {"team": "platform"}}),
+    )
+    .await;
     let status = ready.status.clone().expect("status");
     assert_eq!((status.ready_regions, status.total_regions), (4, 4));
     assert_eq!(status.regions_ready.as_deref(), Some("4/4"));
@@ -278,16 +302,13 @@ async fn removing_a_region_mid_copy_cancels_that_copy_only() {
 async fn deleting_the_replication_cancels_copies_in_flight_and_deletes_finished_ones() {
     let stage = Stage::start("rep-delete", &["--copy-seconds", "6"], &[]).await;
     let replications = stage.objects::<ImageReplication>();
-    replications
-        .create(&image_replication_with(
-            "golden",
-            &["cn-shanghai", "cn-beijing"],
-            json!({"publishTo": "golden-images"}),
-        ))
-        .await;
-    replications
-        .wait_ready("golden", Duration::from_secs(60))
-        .await;
+    create_ready(
+        &stage,
+        "golden",
+        &["cn-shanghai", "cn-beijing"],
+        json!({"publishTo": "golden-images"}),
+    )
+    .await;
     // Two more regions, deleted while their copies run.
     patch_spec(&stage, "golden", json!({"destinationRegionIds": REGIONS})).await;
     let mixed = replications
@@ -313,33 +334,13 @@ async fn deleting_the_replication_cancels_copies_in_flight_and_deletes_finished_
         children(&stage, &mixed).await.is_empty(),
         "no ImageCopy left behind"
     );
-    let cancelled: Vec<String> = stage
-        .emulator
-        .calls_of("CancelCopyImage")
-        .await
-        .iter()
-        .filter(|c| c["code"] == "")
-        .map(|c| c["regionId"].as_str().unwrap_or_default().to_string())
-        .collect();
-    let mut cancelled_sorted = cancelled.clone();
-    cancelled_sorted.sort();
     assert_eq!(
-        cancelled_sorted,
+        accepted_in(&stage, "CancelCopyImage").await,
         ["cn-qingdao", "cn-shenzhen"],
         "copies in flight are cancelled"
     );
-    let deleted: Vec<String> = stage
-        .emulator
-        .calls_of("DeleteImage")
-        .await
-        .iter()
-        .filter(|c| c["code"] == "")
-        .map(|c| c["regionId"].as_str().unwrap_or_default().to_string())
-        .collect();
-    let mut deleted_sorted = deleted.clone();
-    deleted_sorted.sort();
     assert_eq!(
-        deleted_sorted,
+        accepted_in(&stage, "DeleteImage").await,
         ["cn-beijing", "cn-shanghai"],
         "finished copies follow deletionPolicy Delete"
     );
@@ -353,16 +354,13 @@ async fn deleting_the_replication_cancels_copies_in_flight_and_deletes_finished_
 async fn a_retained_replication_keeps_its_finished_images_when_deleted() {
     let stage = Stage::start("rep-retain", &["--copy-seconds", "2"], &[]).await;
     let replications = stage.objects::<ImageReplication>();
-    replications
-        .create(&image_replication_with(
-            "golden",
-            &["cn-shanghai", "cn-beijing"],
-            json!({"deletionPolicy": "Retain"}),
-        ))
-        .await;
-    let ready = replications
-        .wait_ready("golden", Duration::from_secs(60))
-        .await;
+    let ready = create_ready(
+        &stage,
+        "golden",
+        &["cn-shanghai", "cn-beijing"],
+        json!({"deletionPolicy": "Retain"}),
+    )
+    .await;
     replications.delete("golden").await;
     replications
         .wait_gone("golden", Duration::from_secs(60))
@@ -394,16 +392,13 @@ async fn a_new_source_replaces_the_copies_only_once_the_new_ones_are_ready() {
     )
     .await;
     let replications = stage.objects::<ImageReplication>();
-    replications
-        .create(&image_replication_with(
-            "golden",
-            &["cn-shanghai", "cn-beijing"],
-            json!({"publishTo": "golden-images"}),
-        ))
-        .await;
-    let first = replications
-        .wait_ready("golden", Duration::from_secs(60))
-        .await;
+    let first = create_ready(
+        &stage,
+        "golden",
+        &["cn-shanghai", "cn-beijing"],
+        json!({"publishTo": "golden-images"}),
+    )
+    .await;
     let first_map = expected_map(&first, SOURCE_IMAGE);
     wait_published(&stage, "golden-images", &first_map).await;
     let old_children = children(&stage, &first).await;
@@ -500,9 +495,11 @@ async fn queued_regions_show_in_the_status() {
         .await;
     replications
         .wait_for("first", "copying", Duration::from_secs(60), |r| {
-            rows(r)
-                .values()
-                .all(|(_, phase)| *phase == Some(CopyPhase::Copying))
+            let rows = rows(r);
+            rows.len() == 2
+                && rows
+                    .values()
+                    .all(|(image, phase)| image.is_some() && *phase == Some(CopyPhase::Copying))
         })
         .await;
     replications
@@ -517,15 +514,15 @@ async fn queued_regions_show_in_the_status() {
             "second",
             "queued in both regions",
             Duration::from_secs(60),
-            |r| condition_true(r, "Queued"),
+            // A copy shows Copying from its CopyImage until the next listing says Waiting.
+            |r| {
+                condition_true(r, "Queued")
+                    && rows(r)
+                        .values()
+                        .all(|(_, phase)| *phase == Some(CopyPhase::Queued))
+            },
         )
         .await;
-    let rows = rows(&queued);
-    assert!(
-        rows.values()
-            .all(|(_, phase)| *phase == Some(CopyPhase::Queued)),
-        "{rows:?}"
-    );
     let message = &condition(&queued, "Queued").expect("Queued").message;
     assert!(
         message.contains("cn-shanghai") && message.contains("cn-beijing"),

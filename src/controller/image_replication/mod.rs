@@ -10,16 +10,16 @@ use std::sync::Arc;
 use k8s_openapi::api::core::v1::ConfigMap;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
+use kube::ResourceExt;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use kube::runtime::controller::Action;
 use kube::runtime::finalizer::{Event as FinalizerEvent, finalizer};
 use kube::runtime::reflector::Store;
-use kube::{Resource, ResourceExt};
 use serde_json::json;
 use tracing::{info, warn};
 
 use super::conditions::{self, Wanted};
-use super::task::{FIELD_MANAGER, finalizer_error, publish};
+use super::task::{FIELD_MANAGER, apply_status, finalizer_error, publish};
 use super::{Context, Error};
 use crate::api::{FINALIZER, ImageCopy, ImageReplication, ImageReplicationStatus};
 use crate::controller::task::decide::Notice;
@@ -245,7 +245,7 @@ async fn cleanup(obj: &ImageReplication, ctx: &Replications) -> Result<Action, E
     Ok(Action::await_change())
 }
 
-/// Applies `next` as the status (server-side apply), only when it differs from what is there.
+/// Applies `next` as the status, only when it differs from what is there.
 async fn write_status(
     obj: &ImageReplication,
     ctx: &Replications,
@@ -254,20 +254,5 @@ async fn write_status(
     if obj.status.as_ref() == Some(next) {
         return Ok(());
     }
-    let api: Api<ImageReplication> = Api::namespaced(
-        ctx.shared.client.clone(),
-        &obj.namespace().unwrap_or_default(),
-    );
-    let patch = json!({
-        "apiVersion": ImageReplication::api_version(&()),
-        "kind": ImageReplication::kind(&()),
-        "status": next,
-    });
-    api.patch_status(
-        &obj.name_any(),
-        &PatchParams::apply(FIELD_MANAGER).force(),
-        &Patch::Apply(&patch),
-    )
-    .await?;
-    Ok(())
+    apply_status(obj, &ctx.shared, next).await
 }

@@ -481,21 +481,33 @@ async fn write_status<K: CloudTask>(
     let now = Time(Timestamp::now());
     let (next, notices) = K::next_status(previous, obj.meta().generation, outcome, &now);
     if next != *previous {
-        let api: Api<K> = Api::namespaced(ctx.client.clone(), &obj.namespace().unwrap_or_default());
-        let patch = json!({
-            "apiVersion": K::api_version(&()),
-            "kind": K::kind(&()),
-            "status": next,
-        });
-        api.patch_status(
-            &obj.name_any(),
-            &PatchParams::apply(FIELD_MANAGER).force(),
-            &Patch::Apply(&patch),
-        )
-        .await?;
+        apply_status(obj, ctx, &next).await?;
     }
     publish(obj, ctx, &notices).await;
     Ok(next)
+}
+
+/// Writes `status` as `obj`'s status by server-side apply, as the operator's field manager.
+pub async fn apply_status<K>(obj: &K, ctx: &Context, status: &impl Serialize) -> Result<(), Error>
+where
+    K: Resource<DynamicType = (), Scope = NamespaceResourceScope>
+        + DeserializeOwned
+        + Clone
+        + Debug,
+{
+    let api: Api<K> = Api::namespaced(ctx.client.clone(), &obj.namespace().unwrap_or_default());
+    let patch = json!({
+        "apiVersion": K::api_version(&()),
+        "kind": K::kind(&()),
+        "status": status,
+    });
+    api.patch_status(
+        &obj.name_any(),
+        &PatchParams::apply(FIELD_MANAGER).force(),
+        &Patch::Apply(&patch),
+    )
+    .await?;
+    Ok(())
 }
 
 /// Records `notices` as Events about `obj`; an Event that cannot be recorded is logged, never
