@@ -380,6 +380,32 @@ pub fn plan(replication: &ImageReplication, uid: &str, children: &[ImageCopy], n
         let names: Vec<&str> = removed.iter().map(|v| v.region).collect();
         work.push(format!("removing copies in {}", names.join(", ")));
     }
+    // A previous copy's deletion can be refused for long (its image still used by instances):
+    // the replication says so rather than look finished.
+    let retiring: Vec<&ChildView> = rows
+        .iter()
+        .flat_map(|r| r.previous.iter().copied())
+        .filter(|v| v.deleting)
+        .collect();
+    if !retiring.is_empty() {
+        work.push(format!(
+            "deleting {} cop{} of the previous generation",
+            retiring.len(),
+            if retiring.len() == 1 { "y" } else { "ies" }
+        ));
+    }
+    let blocked: Vec<String> = removed
+        .iter()
+        .chain(&retiring)
+        .filter_map(|v| {
+            conditions::find(child_conditions(v.copy), STALLED)
+                .filter(|c| c.status == "True")
+                .map(|c| format!("{} ({})", v.copy.name_any(), c.reason))
+        })
+        .collect();
+    if !blocked.is_empty() {
+        work.push(format!("deletion blocked: {}", blocked.join(", ")));
+    }
     let busy = !work.is_empty() && stalled.len() < total;
     let reason = if rolling {
         "RollingOut"
@@ -387,6 +413,8 @@ pub fn plan(replication: &ImageReplication, uid: &str, children: &[ImageCopy], n
         "Replicating"
     } else if !removed.is_empty() {
         "RemovingRegions"
+    } else if !retiring.is_empty() {
+        "RemovingPreviousGeneration"
     } else {
         "Ready"
     };
@@ -756,6 +784,38 @@ mod tests {
         assert_eq!(done.published["cn-shenzhen"], "m-sz2");
         assert_eq!(done.published[SOURCE_IMAGE_KEY], "m-golden2");
         assert_eq!(condition(&done.status, READY).status, "True");
+    }
+
+    #[test]
+    fn a_previous_copy_whose_deletion_is_refused_keeps_the_replication_reconciling() {
+        let old = replication(json!({"destinationRegionIds": ["cn-shanghai"]}));
+        let new = replication(
+            json!({"destinationRegionIds": ["cn-shanghai"], "sourceImageId": "m-golden2"}),
+        );
+        let mut retiring = child_in(&old, "cn-shanghai", CopyPhase::Failed, "m-sh1");
+        retiring.metadata.deletion_timestamp = Some(at(5));
+        let children = vec![
+            retiring,
+            child_in(&new, "cn-shanghai", CopyPhase::Available, "m-sh2"),
+        ];
+        let plan = plan(&new, UID, &children, &at(10));
+        assert_eq!(
+            condition(&plan.status, READY).status,
+            "True",
+            "the new image serves"
+        );
+        let reconciling = condition(&plan.status, RECONCILING);
+        assert_eq!(reconciling.status, "True");
+        assert_eq!(reconciling.reason, "RemovingPreviousGeneration");
+        assert!(
+            reconciling
+                .message
+                .contains("deletion blocked: golden-cn-shanghai-")
+                && reconciling.message.contains("(InvalidImageId.NotFound)"),
+            "{}",
+            reconciling.message
+        );
+        assert!(plan.delete.is_empty(), "it is being deleted already");
     }
 
     #[test]
