@@ -17,7 +17,7 @@ use axum::response::IntoResponse;
 use axum::routing::get;
 use futures::StreamExt;
 use kube::runtime::controller::{Config as ControllerConfig, Controller};
-use kube::runtime::events::{Recorder, Reporter};
+use kube::runtime::events::Reporter;
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher::{self, watcher};
 use kube::runtime::{WatchStreamExt, reflector};
@@ -25,6 +25,7 @@ use kube::{Api, Client, Resource, ResourceExt};
 use tracing::{error, info, warn};
 
 use crate::api::{ImageCopy, ImageExport, ImageImport, ImageReplication, REPLICATION_UID_LABEL};
+use crate::controller::events::Recorder;
 use crate::controller::image_replication::{self, Replications};
 use crate::controller::metrics::Metrics;
 use crate::controller::task::{self, CloudTask};

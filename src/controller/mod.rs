@@ -4,6 +4,7 @@
 pub mod conditions;
 pub mod credentials;
 pub mod ecs_tasks;
+pub mod events;
 pub mod image_copy;
 pub mod image_export;
 pub mod image_import;
@@ -20,9 +21,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use kube::Client;
-use kube::runtime::events::Recorder;
 
 use crate::ecs::{CredentialsProvider, EcsClient, EcsError};
+use events::Recorder;
 use in_flight::{InFlight, Pacing};
 use listings::{Listing, RegionListings, RunningExports};
 use metrics::Metrics;

@@ -12,6 +12,7 @@ use chrono::{DateTime, Utc};
 use serde::Deserialize;
 
 use super::config::BenchConfig;
+use super::support::emulator_admin;
 
 /// How long a child may take to print its address line.
 const STARTUP_TIMEOUT: Duration = Duration::from_secs(60);
@@ -142,28 +143,14 @@ impl Emulator {
         }
     }
 
-    async fn admin(&self, method: reqwest::Method, path: &str) -> String {
-        let url = format!("{}/_emulator/{path}", self.endpoint);
-        let response = self
-            .http
-            .request(method.clone(), &url)
-            .send()
-            .await
-            .unwrap_or_else(|e| panic!("{method} {url}: {e}"));
-        let status = response.status();
-        let text = response
-            .text()
-            .await
-            .unwrap_or_else(|e| panic!("{method} {url}: {e}"));
-        assert!(status.is_success(), "{method} {url}: {status}: {text}");
-        text
+    async fn admin(&self, method: reqwest::Method, path: &str) -> serde_json::Value {
+        emulator_admin(&self.http, &self.endpoint, method, path, None).await
     }
 
     /// Every call since the last reset. Panics if the log dropped some (it keeps the newest
     /// 100 000): the benchmark resets it between phases so that this does not happen.
     pub async fn calls(&self) -> Vec<Call> {
-        let text = self.admin(reqwest::Method::GET, "calls").await;
-        let log: CallLog = serde_json::from_str(&text)
+        let log: CallLog = serde_json::from_value(self.admin(reqwest::Method::GET, "calls").await)
             .unwrap_or_else(|e| panic!("/_emulator/calls is not a call log ({e})"));
         let counted: u64 = log.counts.values().sum();
         assert_eq!(
@@ -179,9 +166,9 @@ impl Emulator {
     }
 
     pub async fn images(&self) -> Vec<EmulatedImage> {
-        let text = self.admin(reqwest::Method::GET, "images").await;
-        let list: ImageList = serde_json::from_str(&text)
-            .unwrap_or_else(|e| panic!("/_emulator/images is not an image list ({e})"));
+        let list: ImageList =
+            serde_json::from_value(self.admin(reqwest::Method::GET, "images").await)
+                .unwrap_or_else(|e| panic!("/_emulator/images is not an image list ({e})"));
         list.images
     }
 

@@ -154,6 +154,38 @@ fn append_to(path: &Path) -> File {
         .unwrap_or_else(|e| panic!("open log {}: {e}", path.display()))
 }
 
+/// One call to the admin API (`/_emulator/PATH`) of the emulator at `endpoint`: its JSON
+/// answer, `null` when it has no body; panics on a failure, as a test would.
+pub async fn emulator_admin(
+    http: &reqwest::Client,
+    endpoint: &str,
+    method: reqwest::Method,
+    path: &str,
+    body: Option<&Value>,
+) -> Value {
+    let url = format!("{endpoint}/_emulator/{path}");
+    let mut request = http.request(method.clone(), &url);
+    if let Some(body) = body {
+        request = request.json(body);
+    }
+    let response = request
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{method} {url}: {e}"));
+    let status = response.status();
+    let text = response
+        .text()
+        .await
+        .unwrap_or_else(|e| panic!("{method} {url}: reading the body: {e}"));
+    assert!(status.is_success(), "{method} {url}: {status}: {text}");
+    if text.is_empty() {
+        Value::Null
+    } else {
+        serde_json::from_str(&text)
+            .unwrap_or_else(|e| panic!("{method} {url}: not JSON ({e}): {text}"))
+    }
+}
+
 /// `ecs-image-operator emulator --listen 127.0.0.1:0 ARGS`, with its admin API.
 pub struct Emulator {
     _process: LoggedChild,
@@ -183,27 +215,7 @@ impl Emulator {
     }
 
     async fn admin(&self, method: reqwest::Method, path: &str, body: Option<&Value>) -> Value {
-        let url = format!("{}/_emulator/{path}", self.endpoint);
-        let mut request = self.http.request(method.clone(), &url);
-        if let Some(body) = body {
-            request = request.json(body);
-        }
-        let response = request
-            .send()
-            .await
-            .unwrap_or_else(|e| panic!("{method} {url}: {e}"));
-        let status = response.status();
-        let text = response
-            .text()
-            .await
-            .unwrap_or_else(|e| panic!("{method} {url}: reading the body: {e}"));
-        assert!(status.is_success(), "{method} {url}: {status}: {text}");
-        if text.is_empty() {
-            Value::Null
-        } else {
-            serde_json::from_str(&text)
-                .unwrap_or_else(|e| panic!("{method} {url}: not JSON ({e}): {text}"))
-        }
+        emulator_admin(&self.http, &self.endpoint, method, path, body).await
     }
 
     /// `POST /_emulator/images`: seeds an image (`regionId`, `imageId`, `status`, `tags`, …).
