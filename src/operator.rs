@@ -25,10 +25,9 @@ use kube::{Api, Client, ResourceExt};
 use tracing::{error, info, warn};
 
 use crate::api::{ImageCopy, ImageExport, ImageImport};
-use crate::controller::events::Recorder;
 use crate::controller::metrics::Metrics;
 use crate::controller::task::{self, CloudTask};
-use crate::controller::{Context, Timing};
+use crate::controller::{Context, Timing, events::Recorder};
 use crate::ecs::{CallObserver, CredentialsProvider, EcsClient, EcsClientConfig, Fence};
 use crate::leader::{ElectionTiming, LeaderElector, LeaseConfig};
 
