@@ -25,11 +25,10 @@ use kube::{Api, Client, Resource, ResourceExt};
 use tracing::{error, info, warn};
 
 use crate::api::{ImageCopy, ImageExport, ImageImport, ImageReplication, REPLICATION_UID_LABEL};
-use crate::controller::events::Recorder;
 use crate::controller::image_replication::{self, Replications};
 use crate::controller::metrics::Metrics;
 use crate::controller::task::{self, CloudTask};
-use crate::controller::{Context, Timing};
+use crate::controller::{Context, Timing, events::Recorder};
 use crate::ecs::{CallObserver, CredentialsProvider, EcsClient, EcsClientConfig, Fence};
 use crate::leader::{ElectionTiming, LeaderElector, LeaseConfig};
 

@@ -151,3 +151,60 @@ fn crds_directory_matches_generated_crds() {
         "crds/ is stale: run `make crds` and commit the result"
     );
 }
+
+#[tokio::test]
+async fn a_repeated_event_is_one_event_with_a_series_the_real_apiserver_accepts() {
+    use ecs_image_operator::controller::events::Recorder;
+    use k8s_openapi::api::events::v1::Event as K8sEvent;
+    use kube::Resource;
+    use kube::runtime::events::{Event as Notice, EventType, Reporter};
+
+    let client = support::apiserver().client().await;
+    support::install_crds(&client).await;
+    let ns = support::fresh_namespace(&client, "events").await;
+    let copies: Api<ImageCopy> = Api::namespaced(client.clone(), &ns);
+    let copy = copies
+        .create(&PostParams::default(), &image_copy("repeated"))
+        .await
+        .expect("create");
+    let recorder = Recorder::new(
+        client.clone(),
+        Reporter {
+            controller: "ecs-image-operator".into(),
+            instance: Some("test".into()),
+        },
+    );
+    let notice = |note: &str| Notice {
+        type_: EventType::Warning,
+        reason: "Failed".into(),
+        note: Some(note.into()),
+        action: "Reconcile".into(),
+        secondary: None,
+    };
+    let regarding = copy.object_ref(&());
+    for note in ["denied", "denied", "denied", "another"] {
+        recorder
+            .publish(&notice(note), &regarding)
+            .await
+            .expect("publish");
+    }
+    let events: Api<K8sEvent> = Api::namespaced(client.clone(), &ns);
+    let mut listed: Vec<(String, Option<i32>)> = events
+        .list(&Default::default())
+        .await
+        .expect("list events")
+        .into_iter()
+        .map(|e| {
+            (
+                e.note.unwrap_or_default(),
+                e.series.map(|series| series.count),
+            )
+        })
+        .collect();
+    listed.sort();
+    assert_eq!(
+        listed,
+        vec![("another".into(), None), ("denied".into(), Some(3))],
+        "three of the same are one Event counted three times; another note is its own"
+    );
+}

@@ -48,7 +48,7 @@ impl Recorder {
     /// Publishes `event` about `regarding`: a new Event object, or a series count on the Event of
     /// the same occurrence published within the window.
     pub async fn publish(&self, event: &Event, regarding: &ObjectReference) -> Result<(), Error> {
-        let key = series_key(&self.reporter, event, regarding);
+        let key = series_key(event, regarding);
         let now = Timestamp::now();
         let namespace = regarding.namespace.as_deref().unwrap_or("default");
         let events: Api<K8sEvent> = Api::namespaced(self.client.clone(), namespace);
@@ -123,17 +123,16 @@ fn type_name(type_: EventType) -> &'static str {
     }
 }
 
-/// What makes two events the same occurrence: the reporter, both objects, type, reason, action
-/// and note (the Events API does not let a series change its note). One string, so an entry is
-/// one allocation. Fields are separated by NUL, which only the note, placed last, could hold.
-fn series_key(reporter: &Reporter, event: &Event, regarding: &ObjectReference) -> String {
+/// What makes two events of this recorder the same occurrence: both objects, type, reason,
+/// action and note (the Events API does not let a series change its note). One string, so an
+/// entry is one allocation. Fields are separated by NUL, which only the note, placed last, could
+/// hold.
+fn series_key(event: &Event, regarding: &ObjectReference) -> String {
     let mut key = String::new();
     let mut field = |value: &str| {
         key.push_str(value);
         key.push('\0');
     };
-    field(&reporter.controller);
-    field(reporter.instance.as_deref().unwrap_or_default());
     for reference in std::iter::once(regarding).chain(event.secondary.as_ref()) {
         for part in [
             &reference.api_version,
