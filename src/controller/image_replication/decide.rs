@@ -10,9 +10,9 @@
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, OwnerReference, Time};
-use kube::ResourceExt;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::api::ObjectMeta;
+use kube::{Resource, ResourceExt};
 use sha2::{Digest, Sha256};
 
 use crate::api::image_copy::CopyPhase;
@@ -97,24 +97,15 @@ pub fn child(replication: &ImageReplication, uid: &str, region: &str) -> ImageCo
             name: Some(name),
             namespace: replication.namespace(),
             labels: Some(labels),
-            owner_references: Some(vec![owner_reference(replication, uid)]),
+            // The reference that makes the copy the replication's: `kubectl` shows the owner,
+            // and a cluster's garbage collector removes what outlives the replication.
+            owner_references: replication
+                .controller_owner_ref(&())
+                .map(|owner| vec![owner]),
             ..Default::default()
         },
         spec: copy,
         status: None,
-    }
-}
-
-/// The reference that makes an object the replication's: `kubectl` shows the owner, and the
-/// cluster's garbage collector removes what is left once the replication is gone.
-pub fn owner_reference(replication: &ImageReplication, uid: &str) -> OwnerReference {
-    OwnerReference {
-        api_version: "imageops.dev/v1alpha1".into(),
-        kind: "ImageReplication".into(),
-        name: replication.name_any(),
-        uid: uid.to_string(),
-        controller: Some(true),
-        block_owner_deletion: Some(true),
     }
 }
 

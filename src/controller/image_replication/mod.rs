@@ -10,11 +10,11 @@ use std::sync::Arc;
 use k8s_openapi::api::core::v1::ConfigMap;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
-use kube::ResourceExt;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use kube::runtime::controller::Action;
 use kube::runtime::finalizer::{Event as FinalizerEvent, finalizer};
 use kube::runtime::reflector::Store;
+use kube::{Resource, ResourceExt};
 use serde_json::json;
 use tracing::{info, warn};
 
@@ -119,12 +119,7 @@ async fn apply(obj: &ImageReplication, ctx: &Replications) -> Result<Action, Err
     // moved to the new images by the time the old ones go.
     publish_map(obj, ctx, &uid, &mut plan, &now).await?;
     for name in &plan.delete {
-        match copies.delete(name, &DeleteParams::background()).await {
-            Err(kube::Error::Api(e)) if e.code == 404 => {}
-            result => {
-                result?;
-            }
-        }
+        delete_if_present(&copies, name).await?;
     }
     write_status(obj, ctx, &plan.status).await?;
     publish(obj, &ctx.shared, &plan.notices).await;
@@ -152,12 +147,7 @@ async fn publish_map(
         && let Some(map) = config_maps.get_opt(old).await?
         && owned_by(&map, uid)
     {
-        match config_maps.delete(old, &DeleteParams::background()).await {
-            Err(kube::Error::Api(e)) if e.code == 404 => {}
-            result => {
-                result?;
-            }
-        }
+        delete_if_present(&config_maps, old).await?;
     }
     let Some(name) = target else {
         plan.status.published_to = None;
@@ -184,7 +174,7 @@ async fn publish_map(
                         "name": name,
                         "namespace": namespace,
                         "labels": {crate::api::REPLICATION_UID_LABEL: uid},
-                        "ownerReferences": [decide::owner_reference(obj, uid)],
+                        "ownerReferences": obj.controller_owner_ref(&()).into_iter().collect::<Vec<_>>(),
                     },
                     "data": plan.published,
                 });
@@ -229,12 +219,7 @@ async fn cleanup(obj: &ImageReplication, ctx: &Replications) -> Result<Action, E
     let teardown = decide::teardown(obj, &children, &Time(Timestamp::now()));
     let copies: Api<ImageCopy> = Api::namespaced(ctx.shared.client.clone(), &namespace);
     for name in &teardown.delete {
-        match copies.delete(name, &DeleteParams::background()).await {
-            Err(kube::Error::Api(e)) if e.code == 404 => {}
-            result => {
-                result?;
-            }
-        }
+        delete_if_present(&copies, name).await?;
     }
     write_status(obj, ctx, &teardown.status).await?;
     // kube's `finalizer()` releases the finalizer on any `Ok` from here.
@@ -243,6 +228,17 @@ async fn cleanup(obj: &ImageReplication, ctx: &Replications) -> Result<Action, E
     }
     ctx.shared.forget(KIND, &uid);
     Ok(Action::await_change())
+}
+
+/// Deletes `name` (in the background: the object's own finalizers run); already gone is fine.
+async fn delete_if_present<K>(api: &Api<K>, name: &str) -> Result<(), Error>
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    match api.delete(name, &DeleteParams::background()).await {
+        Err(kube::Error::Api(e)) if e.code == 404 => Ok(()),
+        result => result.map(drop).map_err(Error::from),
+    }
 }
 
 /// Applies `next` as the status, only when it differs from what is there.
