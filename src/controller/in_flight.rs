@@ -28,6 +28,7 @@ use tracing::{debug, warn};
 
 use super::listings::{Listing, followed_statuses};
 use super::owned_images::{ImageState, listed_after};
+use super::progress_trail::ProgressTrail;
 use crate::api::OWNER_UID_TAG;
 use crate::ecs::{
     DescribeImagesRequest, EcsClient, EcsError, Image, MAX_PAGE_SIZE, MAX_PAGES, parse_percent,
@@ -97,6 +98,8 @@ struct Entry {
     since_created: bool,
     due: Instant,
     progress_woken: Option<Instant>,
+    /// The progress listings showed for the image, for the estimate of its end.
+    trail: ProgressTrail,
 }
 
 struct RegionState {
@@ -153,8 +156,19 @@ impl InFlight {
     ) {
         let slot = self.region(ecs, signer, region);
         let mut state = lock(&slot.state);
-        let due = Instant::now() + due_in(&followed, Timestamp::now(), self.pacing.poll_interval);
-        let progress_woken = state.entries.get(uid).and_then(|e| e.progress_woken);
+        let (progress_woken, trail) = match state.entries.get(uid) {
+            Some(e) if e.followed.image_id == followed.image_id => {
+                (e.progress_woken, e.trail.clone())
+            }
+            _ => (None, ProgressTrail::default()),
+        };
+        let due = Instant::now()
+            + due_in(
+                &followed,
+                &trail,
+                Timestamp::now(),
+                self.pacing.poll_interval,
+            );
         let (since, since_created) = image_since(&state, &followed);
         state.ecs = ecs.clone();
         state.entries.insert(
@@ -166,6 +180,7 @@ impl InFlight {
                 since_created,
                 due,
                 progress_woken,
+                trail,
             },
         );
         drop(state);
@@ -289,8 +304,13 @@ impl InFlight {
 /// enough to show progress — a quarter of the way to its end, at least one poll interval and at
 /// most [`PROGRESS_POLLS`] apart. Progress rises about evenly while a copy runs; a queued image
 /// shows none and is looked at every poll interval.
-pub fn due_in(followed: &Followed, now: Timestamp, poll_interval: Duration) -> Duration {
-    match remaining(followed, now) {
+pub fn due_in(
+    followed: &Followed,
+    trail: &ProgressTrail,
+    now: Timestamp,
+    poll_interval: Duration,
+) -> Duration {
+    match remaining(followed, trail, now) {
         Some(remaining) => {
             let progress_every =
                 (remaining / 4).clamp(poll_interval, poll_interval * PROGRESS_POLLS);
@@ -300,10 +320,15 @@ pub fn due_in(followed: &Followed, now: Timestamp, poll_interval: Duration) -> D
     }
 }
 
-/// How long the image still needs, from its progress so far; `None` when it shows no rate.
-fn remaining(followed: &Followed, now: Timestamp) -> Option<Duration> {
+/// How long the image surely still needs at most, from its progress so far — every reading of
+/// it if they agree on an even rise, else the latest alone; `None` when it shows no rate.
+fn remaining(followed: &Followed, trail: &ProgressTrail, now: Timestamp) -> Option<Duration> {
     let elapsed = Duration::try_from(now.duration_since(followed.started)).unwrap_or_default();
     match (&followed.state, percent(&followed.progress)) {
+        (ImageState::Creating, Some(0..=99)) if let Some(end) = trail.latest_end() => Some(
+            Duration::try_from_secs_f64(end)
+                .map_or(Duration::ZERO, |end| end.saturating_sub(elapsed)),
+        ),
         (ImageState::Creating, Some(p @ 1..=99)) => {
             Some(elapsed.mul_f64(f64::from(100 - p) / f64::from(p)))
         }
@@ -409,7 +434,7 @@ impl Poller {
         match result {
             Ok(images) => {
                 let listing = Arc::new(Listing::new(taken_at, Some(since), images));
-                self.wake_changed(&listing);
+                self.wake_changed(&listing, Timestamp::now());
                 let mut state = lock(&self.slot.state);
                 let wider = state.widest.as_ref().is_none_or(|widest| {
                     widest
@@ -434,8 +459,9 @@ impl Poller {
         }
     }
 
-    /// Wakes the objects whose image changed and sets when each is due next.
-    fn wake_changed(&self, listing: &Listing) {
+    /// Wakes the objects whose image changed and sets when each is due next; the listing was
+    /// answered at `answered`.
+    fn wake_changed(&self, listing: &Listing, answered: Timestamp) {
         let wakes = lock(&self.wakes).clone();
         let now = Instant::now();
         let wall = Timestamp::now();
@@ -469,6 +495,14 @@ impl Poller {
                 entry.since_created = true;
             }
             if let (Some(state_now), Some(image)) = (state_now, listed) {
+                if let (ImageState::Creating, Some(shown)) = (&state_now, percent(&image.progress))
+                {
+                    let after_start =
+                        |at: Timestamp| at.duration_since(followed.started).as_secs_f64();
+                    entry
+                        .trail
+                        .record(shown, after_start(listing.taken_at), after_start(answered));
+                }
                 let moved = percent(&image.progress) != percent(&followed.progress);
                 followed.state = state_now;
                 followed.progress = image.progress.clone();
@@ -481,7 +515,7 @@ impl Poller {
                     entry.progress_woken = Some(now);
                 }
             }
-            entry.due = now + due_in(followed, wall, self.pacing.poll_interval);
+            entry.due = now + due_in(followed, &entry.trail, wall, self.pacing.poll_interval);
         }
         for uid in finished {
             state.entries.remove(&uid);
@@ -592,7 +626,11 @@ mod tests {
     #[test]
     fn the_next_look_is_when_the_progress_says_the_copy_ends() {
         let poll = Duration::from_secs(10);
-        let at = |f: &Followed| due_in(f, Timestamp::now(), poll).as_secs_f64().round();
+        let at = |f: &Followed| {
+            due_in(f, &ProgressTrail::default(), Timestamp::now(), poll)
+                .as_secs_f64()
+                .round()
+        };
         let half = followed("m-1", ImageState::Creating, Some("50%"), 4);
         assert_eq!(at(&half), 4.0, "due when half as long again has passed");
         let early = followed("m-1", ImageState::Creating, Some("10%"), 20);
@@ -619,6 +657,24 @@ mod tests {
         assert_eq!(at(&queued), 10.0, "a queued copy shows no rate");
         let unknown = followed("m-1", ImageState::Creating, None, 4);
         assert_eq!(at(&unknown), 10.0);
+    }
+
+    #[test]
+    fn readings_over_time_bring_the_look_at_the_end_closer_than_the_last_percent_alone() {
+        let poll = Duration::from_secs(10);
+        // A ten-minute copy at 99%, 597 s after it started: the percent alone allows up to
+        // 1/99 of that (6 s) more.
+        let last = followed("m-1", ImageState::Creating, Some("99%"), 597);
+        let alone = due_in(&last, &ProgressTrail::default(), Timestamp::now(), poll);
+        assert!((alone.as_secs_f64() - 6.03).abs() < 0.1, "{alone:?}");
+        // Listings saw 49% until 299.5 s, 50% from 300.2 s and 99% from 594.2 s: it ends by
+        // 600.2 s.
+        let mut trail = ProgressTrail::default();
+        trail.record(49, 299.5, 299.7);
+        trail.record(50, 300.0, 300.2);
+        trail.record(99, 594.0, 594.2);
+        let read = due_in(&last, &trail, Timestamp::now(), poll);
+        assert!((read.as_secs_f64() - 3.2).abs() < 0.1, "{read:?}");
     }
 
     /// A local ECS answering DescribeImages from `images` (newest first), 100 per page; counts

@@ -13,6 +13,7 @@ pub mod in_flight;
 pub mod listings;
 pub mod metrics;
 pub mod owned_images;
+pub mod progress_trail;
 pub mod start_slots;
 pub mod task;
 
