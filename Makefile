@@ -42,7 +42,7 @@ sdk-test:
 	@echo "== official Alibaba Cloud Python SDK against the emulator"
 	cargo build --locked --quiet
 	venv="$$(scripts/sdk-venv.sh)"; \
-	ECS_IMAGE_OPERATOR_BIN="$(CURDIR)/target/debug/ecs-image-operator" PYTHONDONTWRITEBYTECODE=1 \
+	ECS_IMAGE_OPERATOR_BIN="$${CARGO_TARGET_DIR:-$(CURDIR)/target}/debug/ecs-image-operator" PYTHONDONTWRITEBYTECODE=1 \
 	  "$$venv/bin/python" -m pytest -p no:cacheprovider -q tests/sdk
 
 lint:
