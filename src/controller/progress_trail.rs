@@ -70,7 +70,8 @@ impl ProgressTrail {
     /// readings show no rate yet (nothing past 0%) or contradict an even rise.
     pub fn latest_end(&self) -> Option<f64> {
         let longest = self.longest()?;
-        if longest < self.shortest() {
+        // A percent shown before the work started (clocks apart) contradicts the model too.
+        if longest <= 0.0 || longest < self.shortest() {
             return None;
         }
         // The end is `s + d` with `s ≤ first − p·d/100` for every reading: the least of those
@@ -88,7 +89,7 @@ impl ProgressTrail {
             .seen
             .iter()
             .filter(|s| s.percent > 0)
-            .map(|s| 100.0 * s.first.max(0.0) / f64::from(s.percent));
+            .map(|s| 100.0 * s.first / f64::from(s.percent));
         let between = self.pairs().filter_map(|(lower, higher)| {
             let whole_percents = higher.percent.checked_sub(lower.percent + 1)?;
             (whole_percents > 0)
@@ -178,6 +179,9 @@ mod tests {
             None,
             "80 percents in 10 s after 10 in 100 s"
         );
+        let mut early = ProgressTrail::default();
+        early.record(5, -3.0, -2.8);
+        assert_eq!(early.latest_end(), None, "5% before the work started");
     }
 
     #[test]
