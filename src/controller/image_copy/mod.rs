@@ -83,6 +83,13 @@ impl CloudTask for ImageCopy {
         })
     }
 
+    fn settled(&self, status: &ImageCopyStatus) -> Option<String> {
+        match status.phase? {
+            CopyPhase::Available => status.image_id.clone(),
+            _ => None,
+        }
+    }
+
     async fn apply(pass: &mut Pass<'_, Self>) -> Result<Next, Error> {
         apply(pass).await
     }

@@ -72,6 +72,13 @@ impl CloudTask for ImageImport {
         )
     }
 
+    fn settled(&self, status: &ImageImportStatus) -> Option<String> {
+        match status.phase? {
+            ImportPhase::Available => status.image_id.clone(),
+            _ => None,
+        }
+    }
+
     async fn apply(pass: &mut Pass<'_, Self>) -> Result<Next, Error> {
         apply(pass).await
     }

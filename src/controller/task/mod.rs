@@ -52,7 +52,8 @@ pub const FIELD_MANAGER: &str = "ecs-image-operator";
 pub enum Next {
     /// Work is in flight: at the poll interval.
     Poll,
-    /// Finished: at the resync interval (out-of-band changes).
+    /// Finished: woken by the drift check when its image changes (see `drift`), else (a kind
+    /// without a [`CloudTask::settled`] image) at the resync interval.
     Resync,
     /// Failed for good: after the stalled-retry wait.
     StalledRetry,
@@ -107,6 +108,11 @@ pub trait CloudTask:
     /// The image in flight this object wants to be woken about (see `in_flight`), if the kind
     /// is followed that way; a kind that is not polls at the poll interval.
     fn followed(&self, _status: &Self::Status) -> Option<Followed> {
+        None
+    }
+    /// The finished image the drift check watches for this object (see `drift`), if the kind
+    /// is checked that way; a kind that is not looks again at the resync interval.
+    fn settled(&self, _status: &Self::Status) -> Option<String> {
         None
     }
 
@@ -306,35 +312,55 @@ async fn apply<K: CloudTask>(obj: &K, ctx: &Context) -> Result<Action, Error> {
             ctx.metrics.set_in_flight(K::KIND, &pass.uid, in_flight);
             let followed = obj.followed(&pass.status);
             let woken = followed.is_some();
+            let object = ObjectKey {
+                kind: K::KIND,
+                namespace: obj.namespace().unwrap_or_default(),
+                name: obj.name_any(),
+            };
             match followed {
                 Some(followed) => ctx.in_flight.follow(
                     &pass.ecs.client,
                     &pass.ecs.signer,
                     obj.region(),
                     &pass.uid,
-                    ObjectKey {
-                        kind: K::KIND,
-                        namespace: obj.namespace().unwrap_or_default(),
-                        name: obj.name_any(),
-                    },
+                    object.clone(),
                     followed,
                 ),
                 None => ctx.in_flight.unfollow(&pass.uid),
             }
-            Ok(Action::requeue(match next {
+            let settled = match next {
+                Next::Resync => obj.settled(&pass.status),
+                _ => None,
+            };
+            let checked = settled.is_some();
+            match settled {
+                Some(image_id) => ctx.drift.watch(
+                    &pass.ecs.client,
+                    &pass.ecs.signer,
+                    obj.region(),
+                    &pass.uid,
+                    object,
+                    image_id,
+                ),
+                None => ctx.drift.unwatch(&pass.uid),
+            }
+            Ok(match next {
+                // The drift check wakes it when its image changes: no timer of its own.
+                Next::Resync if checked => Action::await_change(),
                 // The region's poller wakes it when its image changes; the requeue is a
                 // safety net only.
-                Next::Poll if woken => ctx.timing.resync_interval,
-                Next::Poll => ctx.timing.poll_interval,
-                Next::Resync => ctx.timing.resync_interval,
-                Next::StalledRetry => ctx.timing.stalled_retry,
-                Next::Now => Duration::ZERO,
-                Next::After(wait) => wait,
-            }))
+                Next::Poll if woken => Action::requeue(ctx.timing.resync_interval),
+                Next::Poll => Action::requeue(ctx.timing.poll_interval),
+                Next::Resync => Action::requeue(ctx.timing.resync_interval),
+                Next::StalledRetry => Action::requeue(ctx.timing.stalled_retry),
+                Next::Now => Action::requeue(Duration::ZERO),
+                Next::After(wait) => Action::requeue(wait),
+            })
         }
         Err(error) => {
-            // The backoff decides when to look again, not the poller.
+            // The backoff decides when to look again, not the poller or the drift check.
             ctx.in_flight.unfollow(&pass.uid);
+            ctx.drift.unwatch(&pass.uid);
             match error {
                 Error::Ecs(e) => ecs_failure(obj, ctx, &pass.status, e).await,
                 e => Err(e),
@@ -349,6 +375,7 @@ async fn cleanup<K: CloudTask>(obj: &K, ctx: &Context) -> Result<Action, Error> 
     ctx.metrics.set_in_flight(K::KIND, &uid, None);
     // Deleting retries on its own schedule; a changed image must not wake it sooner.
     ctx.in_flight.unfollow(&uid);
+    ctx.drift.unwatch(&uid);
     if K::nothing_to_release(&status) {
         // Nothing in the cloud can be this object's, and deleting it must not depend on
         // credentials that may be what was wrong with it.

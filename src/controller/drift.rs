@@ -1,0 +1,359 @@
+//! Finished work, checked for drift per region, without a timer or a reconcile per object.
+//!
+//! An object whose work finished (a copy or an import Ready) registers here with the image it
+//! finished with and then waits for a change of its own instead of a requeue. One checker per
+//! (region, account) reads the region's drift listing (the shared [`RegionListings`], one full
+//! listing per resync interval) for as long as anything is registered, and wakes (kube-runtime's
+//! `reconcile_on`, as the in-flight pollers do) only the objects whose image drifted: gone, no
+//! longer Available or usable, or with another image carrying the object's owner tag beside it.
+//! With thousands of finished copies that is one listing per region per interval and no
+//! reconcile at all, instead of a scheduled requeue (an entry in the controller's scheduler and
+//! a timer, the largest per-object item after the cache) and a reconcile per object.
+//!
+//! A woken object leaves the register; its reconcile registers it again if it is still
+//! finished. A listing that fails wakes every object it was to check, so that each shows the
+//! failure in its own status and reads its credentials again, as its own resync used to.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::channel::mpsc;
+use k8s_openapi::jiff::Timestamp;
+use tracing::{debug, warn};
+
+use super::in_flight::ObjectKey;
+use super::listings::{Listing, RegionListings};
+use super::owned_images::ImageState;
+use crate::ecs::EcsClient;
+
+/// The shortest wait between two looks at a region's drift listing. A listing is stale for the
+/// shared slot only once it is `every` old from when its fetch *ended*, a little later than
+/// this checker reckons from when it began: the few looks in between find the same listing and
+/// cost nothing.
+const MIN_WAIT: Duration = Duration::from_secs(1);
+
+/// Key: (region, signer) — objects with their own Secret may sign as another account.
+type Key = (String, String);
+
+struct Entry {
+    object: ObjectKey,
+    image_id: String,
+}
+
+struct Region {
+    ecs: EcsClient,
+    /// By object UID.
+    entries: HashMap<String, Entry>,
+}
+
+type Regions = Arc<Mutex<HashMap<Key, Arc<Mutex<Region>>>>>;
+
+type Wakes = Arc<Mutex<HashMap<&'static str, mpsc::UnboundedSender<ObjectKey>>>>;
+
+pub struct Drift {
+    every: Duration,
+    listings: Arc<RegionListings<Listing>>,
+    regions: Regions,
+    wakes: Wakes,
+}
+
+impl Drift {
+    /// Checks against `listings`, whose listings are refreshed once they are `every` old.
+    pub fn new(every: Duration, listings: Arc<RegionListings<Listing>>) -> Self {
+        Drift {
+            every,
+            listings,
+            regions: Regions::default(),
+            wakes: Wakes::default(),
+        }
+    }
+
+    /// The objects of `kind` to reconcile because their finished image drifted.
+    pub fn wakes(&self, kind: &'static str) -> mpsc::UnboundedReceiver<ObjectKey> {
+        let (sender, receiver) = mpsc::unbounded();
+        lock(&self.wakes).insert(kind, sender);
+        receiver
+    }
+
+    /// Checks the object's finished image `image_id` from now on, until it drifts or the
+    /// object goes elsewhere.
+    pub fn watch(
+        &self,
+        ecs: &EcsClient,
+        signer: &str,
+        region: &str,
+        uid: &str,
+        object: ObjectKey,
+        image_id: String,
+    ) {
+        let key = (region.to_string(), signer.to_string());
+        let mut regions = lock(&self.regions);
+        // Its credentials may have changed account since it was last registered.
+        for (other, slot) in regions.iter() {
+            if *other != key {
+                lock(slot).entries.remove(uid);
+            }
+        }
+        // Inserted with the map still locked: a checker leaves only with both locked and its
+        // region empty, so nothing is added to a region whose checker has gone.
+        let slot = regions
+            .entry(key.clone())
+            .or_insert_with(|| {
+                let slot = Arc::new(Mutex::new(Region {
+                    ecs: ecs.clone(),
+                    entries: HashMap::new(),
+                }));
+                let checker = Checker {
+                    key,
+                    slot: slot.clone(),
+                    regions: self.regions.clone(),
+                    listings: self.listings.clone(),
+                    wakes: self.wakes.clone(),
+                    every: self.every,
+                };
+                tokio::spawn(checker.run());
+                slot
+            })
+            .clone();
+        let mut slot = lock(&slot);
+        slot.ecs = ecs.clone();
+        slot.entries
+            .insert(uid.to_string(), Entry { object, image_id });
+    }
+
+    /// Stops checking the object, wherever it was checked.
+    pub fn unwatch(&self, uid: &str) {
+        let regions: Vec<_> = lock(&self.regions).values().cloned().collect();
+        for region in regions {
+            lock(&region).entries.remove(uid);
+        }
+    }
+
+    /// How many objects are checked, over all regions.
+    pub fn watched_count(&self) -> usize {
+        let regions: Vec<_> = lock(&self.regions).values().cloned().collect();
+        regions.iter().map(|r| lock(r).entries.len()).sum()
+    }
+}
+
+/// Whether `listing` shows the finished image `image_id` of the object `uid` other than it was
+/// left: gone (the object then looks it up by id before it believes so), no longer Available,
+/// not usable, or beside another image with the object's owner tag. An image ECS calls not
+/// usable is looked at once per listing, as it was at each resync.
+pub fn drifted(listing: &Listing, uid: &str, image_id: &str) -> bool {
+    let Some(image) = listing.image(image_id) else {
+        return true;
+    };
+    image.state != ImageState::Available
+        || image.usable == Some(false)
+        || listing
+            .owned_by(uid)
+            .any(|other| other.image_id != image_id)
+}
+
+struct Checker {
+    key: Key,
+    slot: Arc<Mutex<Region>>,
+    regions: Regions,
+    listings: Arc<RegionListings<Listing>>,
+    wakes: Wakes,
+    every: Duration,
+}
+
+impl Checker {
+    async fn run(self) {
+        let mut checked: Option<Arc<Listing>> = None;
+        loop {
+            if self.leave_if_idle() {
+                return;
+            }
+            let ecs = lock(&self.slot).ecs.clone();
+            let wait = match self.listings.get(&ecs, &self.key.1, &self.key.0).await {
+                Ok(listing) => {
+                    if !checked.as_ref().is_some_and(|c| Arc::ptr_eq(c, &listing)) {
+                        self.wake(|uid, entry| drifted(&listing, uid, &entry.image_id));
+                    }
+                    let age = Timestamp::now().duration_since(listing.taken_at);
+                    let age = Duration::try_from(age).unwrap_or_default();
+                    checked = Some(listing);
+                    self.every.saturating_sub(age).max(MIN_WAIT)
+                }
+                Err(error) => {
+                    warn!(region = %self.key.0, %error, "the drift listing failed; waking the finished objects to show it");
+                    self.wake(|_, _| true);
+                    self.every
+                }
+            };
+            tokio::time::sleep(wait).await;
+        }
+    }
+
+    /// Wakes the registered objects `woken` picks, and lets them go.
+    fn wake(&self, woken: impl Fn(&str, &Entry) -> bool) {
+        let wakes = lock(&self.wakes).clone();
+        let mut slot = lock(&self.slot);
+        let before = slot.entries.len();
+        slot.entries.retain(|uid, entry| {
+            if !woken(uid, entry) {
+                return true;
+            }
+            if let Some(sender) = wakes.get(entry.object.kind) {
+                let _ = sender.unbounded_send(entry.object.clone());
+            }
+            false
+        });
+        debug!(region = %self.key.0, checked = before, woken = before - slot.entries.len(), "checked the finished objects for drift");
+    }
+
+    fn leave_if_idle(&self) -> bool {
+        let mut regions = lock(&self.regions);
+        if lock(&self.slot).entries.is_empty() {
+            regions.remove(&self.key);
+            return true;
+        }
+        false
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::OWNER_UID_TAG;
+    use crate::ecs::Image;
+    use futures::StreamExt;
+    use serde_json::{Value, json};
+
+    fn image(id: &str, owner: &str, status: &str) -> Value {
+        json!({
+            "ImageId": id, "Status": status, "Progress": "100%", "Usable": true,
+            "CreationTime": "2026-01-01T00:00:00Z",
+            "Tags": {"Tag": [{"TagKey": OWNER_UID_TAG, "TagValue": owner}]}
+        })
+    }
+
+    fn listing(images: &[Value]) -> Listing {
+        let images: Vec<Image> = images
+            .iter()
+            .map(|i| serde_json::from_value(i.clone()).unwrap())
+            .collect();
+        Listing::new(Timestamp::now(), None, images)
+    }
+
+    #[test]
+    fn only_a_gone_changed_or_doubled_image_has_drifted() {
+        let listed = listing(&[
+            image("m-a", "uid-a", "Available"),
+            image("m-b", "uid-b", "CreateFailed"),
+            image("m-c", "uid-c", "Available"),
+            image("m-c2", "uid-c", "Creating"),
+        ]);
+        assert!(!drifted(&listed, "uid-a", "m-a"));
+        assert!(drifted(&listed, "uid-b", "m-b"), "no longer Available");
+        assert!(drifted(&listed, "uid-c", "m-c"), "another owned image");
+        assert!(drifted(&listed, "uid-d", "m-d"), "gone");
+        let mut unusable = image("m-u", "uid-u", "Available");
+        unusable["Usable"] = json!(false);
+        assert!(drifted(&listing(&[unusable]), "uid-u", "m-u"));
+    }
+
+    /// A local ECS answering DescribeImages with `images`; counts the requests.
+    async fn fake_ecs(images: Arc<Mutex<Vec<Value>>>) -> (EcsClient, Arc<Mutex<usize>>) {
+        let requests: Arc<Mutex<usize>> = Arc::default();
+        let counter = requests.clone();
+        let app = axum::Router::new().fallback(move || {
+            let (images, counter) = (images.clone(), counter.clone());
+            async move {
+                *lock(&counter) += 1;
+                let all = lock(&images).clone();
+                axum::Json(json!({
+                    "RequestId": "r", "TotalCount": all.len(), "PageNumber": 1, "PageSize": 100,
+                    "Images": {"Image": all}
+                }))
+            }
+        });
+        (crate::controller::local_ecs(app).await, requests)
+    }
+
+    fn key(name: &str) -> ObjectKey {
+        ObjectKey {
+            kind: "ImageCopy",
+            namespace: "ns".into(),
+            name: name.into(),
+        }
+    }
+
+    #[tokio::test]
+    async fn one_listing_per_interval_wakes_only_the_objects_whose_image_drifted() {
+        let images = Arc::new(Mutex::new(vec![
+            image("m-a", "uid-a", "Available"),
+            image("m-b", "uid-b", "Available"),
+            image("m-c", "uid-c", "Available"),
+        ]));
+        let (ecs, requests) = fake_ecs(images.clone()).await;
+        let every = Duration::from_millis(1500);
+        let listings = Arc::new(RegionListings::<Listing>::new(every));
+        let drift = Drift::new(every, listings);
+        let mut wakes = drift.wakes("ImageCopy");
+        for name in ["a", "b", "c"] {
+            let uid = format!("uid-{name}");
+            drift.watch(
+                &ecs,
+                "key",
+                "cn-shanghai",
+                &uid,
+                key(name),
+                format!("m-{name}"),
+            );
+        }
+        let quiet = tokio::time::timeout(Duration::from_millis(800), wakes.next()).await;
+        assert!(quiet.is_err(), "nothing drifted: {quiet:?}");
+        // Out of band: a's image deleted, a second image tagged as c's.
+        {
+            let mut images = lock(&images);
+            images.remove(0);
+            images.push(image("m-c2", "uid-c", "Available"));
+        }
+        let mut woken = Vec::new();
+        for _ in 0..2 {
+            let next = tokio::time::timeout(every * 2, wakes.next()).await;
+            woken.push(next.ok().flatten().expect("woken within the interval").name);
+        }
+        woken.sort();
+        assert_eq!(woken, ["a", "c"]);
+        assert_eq!(drift.watched_count(), 1, "b is still checked");
+        let more = tokio::time::timeout(every * 2, wakes.next()).await;
+        assert!(more.is_err(), "b did not drift: {more:?}");
+        let made = *lock(&requests);
+        assert!(
+            (2..=4).contains(&made),
+            "one listing per interval, not one per object: {made}"
+        );
+        drift.unwatch("uid-b");
+        assert_eq!(drift.watched_count(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_failed_listing_wakes_every_object_it_was_to_check() {
+        let app = axum::Router::new().fallback(|| async {
+            (
+                axum::http::StatusCode::FORBIDDEN,
+                axum::Json(json!({
+                    "RequestId": "r", "Code": "Forbidden.RAM", "Message": "no"
+                })),
+            )
+        });
+        let ecs = crate::controller::local_ecs(app).await;
+        let every = Duration::from_secs(60);
+        let drift = Drift::new(every, Arc::new(RegionListings::new(every)));
+        let mut wakes = drift.wakes("ImageCopy");
+        drift.watch(&ecs, "key", "cn-shanghai", "uid-a", key("a"), "m-a".into());
+        let woken = tokio::time::timeout(Duration::from_secs(5), wakes.next()).await;
+        assert_eq!(woken.ok().flatten(), Some(key("a")));
+        assert_eq!(drift.watched_count(), 0);
+    }
+}
