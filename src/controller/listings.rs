@@ -74,12 +74,22 @@ struct Record {
     owner: Option<Box<str>>,
 }
 
+impl Record {
+    fn of(image: &Image) -> Self {
+        Record {
+            snapshot: snapshot(image),
+            created: image.created(),
+            owner: image.tag(OWNER_UID_TAG).map(Box::from),
+        }
+    }
+}
+
 impl Listed for Listing {
     fn fetch(ecs: EcsClient, region: String) -> BoxFuture<'static, Result<Self, EcsError>> {
         async move {
             let taken_at = Timestamp::now();
-            let images = list_owned_images(&ecs, &region).await?;
-            Ok(Listing::new(taken_at, None, images))
+            let records = list_owned_images(&ecs, &region).await?;
+            Ok(Listing::from_records(taken_at, None, records))
         }
         .boxed()
     }
@@ -117,14 +127,15 @@ impl Listed for RunningExports {
 
 impl Listing {
     pub fn new(taken_at: Timestamp, covers_since: Option<Timestamp>, images: Vec<Image>) -> Self {
-        let mut records: Vec<Record> = images
-            .iter()
-            .map(|image| Record {
-                snapshot: snapshot(image),
-                created: image.created(),
-                owner: image.tag(OWNER_UID_TAG).map(Box::from),
-            })
-            .collect();
+        let records = images.iter().map(Record::of).collect();
+        Self::from_records(taken_at, covers_since, records)
+    }
+
+    fn from_records(
+        taken_at: Timestamp,
+        covers_since: Option<Timestamp>,
+        mut records: Vec<Record>,
+    ) -> Self {
         // Pages can shift while a listing is read, so an image may come twice: keep the later.
         records.reverse();
         records.sort_by(|a, b| a.snapshot.image_id.cmp(&b.snapshot.image_id));
@@ -297,8 +308,10 @@ impl<T: Listed> RegionListings<T> {
     }
 }
 
-async fn list_owned_images(ecs: &EcsClient, region: &str) -> Result<Vec<Image>, EcsError> {
-    ecs.describe_all_images(&DescribeImagesRequest {
+/// Every owned image of the region, each kept as a record as soon as its page arrives: a
+/// region's whole listing is never held as full images.
+async fn list_owned_images(ecs: &EcsClient, region: &str) -> Result<Vec<Record>, EcsError> {
+    let request = DescribeImagesRequest {
         region: region.to_string(),
         status: followed_statuses(),
         image_owner_alias: Some("self".into()),
@@ -306,8 +319,9 @@ async fn list_owned_images(ecs: &EcsClient, region: &str) -> Result<Vec<Image>, 
         tags: vec![(OWNER_UID_TAG.to_string(), String::new())],
         page_size: Some(MAX_PAGE_SIZE),
         ..Default::default()
-    })
-    .await
+    };
+    ecs.describe_all_images_as(&request, |image| Record::of(&image))
+        .await
 }
 
 #[cfg(test)]
