@@ -18,13 +18,13 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use futures::channel::mpsc;
 use k8s_openapi::jiff::Timestamp;
 use tracing::{debug, warn};
 
 use super::in_flight::ObjectKey;
 use super::listings::{Listing, RegionListings};
 use super::owned_images::ImageState;
+use super::wakes::Wakes;
 use crate::ecs::EcsClient;
 
 /// The shortest wait between two looks at a region's drift listing. A listing is stale for the
@@ -49,8 +49,6 @@ struct Region {
 
 type Regions = Arc<Mutex<HashMap<Key, Arc<Mutex<Region>>>>>;
 
-type Wakes = Arc<Mutex<HashMap<&'static str, mpsc::UnboundedSender<ObjectKey>>>>;
-
 pub struct Drift {
     every: Duration,
     listings: Arc<RegionListings<Listing>>,
@@ -59,21 +57,15 @@ pub struct Drift {
 }
 
 impl Drift {
-    /// Checks against `listings`, whose listings are refreshed once they are `every` old.
-    pub fn new(every: Duration, listings: Arc<RegionListings<Listing>>) -> Self {
+    /// Checks against `listings`, whose listings are refreshed once they are `every` old, and
+    /// wakes through `wakes`.
+    pub fn new(every: Duration, listings: Arc<RegionListings<Listing>>, wakes: Wakes) -> Self {
         Drift {
             every,
             listings,
             regions: Regions::default(),
-            wakes: Wakes::default(),
+            wakes,
         }
-    }
-
-    /// The objects of `kind` to reconcile because their finished image drifted.
-    pub fn wakes(&self, kind: &'static str) -> mpsc::UnboundedReceiver<ObjectKey> {
-        let (sender, receiver) = mpsc::unbounded();
-        lock(&self.wakes).insert(kind, sender);
-        receiver
     }
 
     /// Checks the object's finished image `image_id` from now on, until it drifts or the
@@ -191,16 +183,13 @@ impl Checker {
 
     /// Wakes the registered objects `woken` picks, and lets them go.
     fn wake(&self, woken: impl Fn(&str, &Entry) -> bool) {
-        let wakes = lock(&self.wakes).clone();
         let mut slot = lock(&self.slot);
         let before = slot.entries.len();
         slot.entries.retain(|uid, entry| {
             if !woken(uid, entry) {
                 return true;
             }
-            if let Some(sender) = wakes.get(entry.object.kind) {
-                let _ = sender.unbounded_send(entry.object.clone());
-            }
+            self.wakes.wake(&entry.object);
             false
         });
         debug!(region = %self.key.0, checked = before, woken = before - slot.entries.len(), "checked the finished objects for drift");
@@ -297,8 +286,9 @@ mod tests {
         let (ecs, requests) = fake_ecs(images.clone()).await;
         let every = Duration::from_millis(1500);
         let listings = Arc::new(RegionListings::<Listing>::new(every));
-        let drift = Drift::new(every, listings);
-        let mut wakes = drift.wakes("ImageCopy");
+        let wakes = Wakes::default();
+        let drift = Drift::new(every, listings, wakes.clone());
+        let mut wakes = wakes.receiver("ImageCopy");
         for name in ["a", "b", "c"] {
             let uid = format!("uid-{name}");
             drift.watch(
@@ -349,8 +339,9 @@ mod tests {
         });
         let ecs = crate::controller::local_ecs(app).await;
         let every = Duration::from_secs(60);
-        let drift = Drift::new(every, Arc::new(RegionListings::new(every)));
-        let mut wakes = drift.wakes("ImageCopy");
+        let wakes = Wakes::default();
+        let drift = Drift::new(every, Arc::new(RegionListings::new(every)), wakes.clone());
+        let mut wakes = wakes.receiver("ImageCopy");
         drift.watch(&ecs, "key", "cn-shanghai", "uid-a", key("a"), "m-a".into());
         let woken = tokio::time::timeout(Duration::from_secs(5), wakes.next()).await;
         assert_eq!(woken.ok().flatten(), Some(key("a")));

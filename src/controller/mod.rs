@@ -16,6 +16,7 @@ pub mod metrics;
 pub mod owned_images;
 pub mod start_slots;
 pub mod task;
+pub mod wakes;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -30,6 +31,7 @@ use in_flight::{InFlight, Pacing};
 use listings::{Listing, RegionListings, RunningExports};
 use metrics::Metrics;
 use start_slots::StartSlots;
+use wakes::Wakes;
 
 /// Timing knobs of the controllers.
 #[derive(Clone, Debug)]
@@ -77,6 +79,8 @@ pub struct Context {
     pub in_flight: InFlight,
     /// Turns for starting copies, per source region, at its API budget.
     pub start_slots: StartSlots,
+    /// Objects woken by the drift check and at their turn to start.
+    pub wakes: Wakes,
     /// The running export tasks of each region.
     pub running_exports: RegionListings<RunningExports>,
     pub timing: Timing,
@@ -99,14 +103,16 @@ impl Context {
             timing.poll_interval.max(Duration::from_secs(15)),
             (timing.resync_interval * 3).max(Duration::from_secs(600)),
         ));
+        let wakes = Wakes::default();
         Context {
-            start_slots: StartSlots::new(ecs.region_qps()),
+            start_slots: StartSlots::new(ecs.region_qps(), wakes.clone()),
             client,
             ecs,
             default_credentials,
             recorder,
             metrics,
-            drift: Drift::new(timing.resync_interval, listings.clone()),
+            drift: Drift::new(timing.resync_interval, listings.clone(), wakes.clone()),
+            wakes,
             listings,
             in_flight: InFlight::new(Pacing::new(timing.poll_interval)),
             running_exports: RegionListings::new(timing.poll_interval),

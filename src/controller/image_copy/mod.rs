@@ -123,8 +123,14 @@ async fn apply(pass: &mut Pass<'_, ImageCopy>) -> Result<Next, Error> {
             record_attempt,
         } => {
             let source = &pass.obj.spec.source_region_id;
-            if let Some(wait) = pass.ctx.start_slots.turn(source, &pass.uid) {
-                return Ok(Next::After(wait));
+            let object = pass.object_key();
+            if pass
+                .ctx
+                .start_slots
+                .turn(source, &pass.uid, &object)
+                .is_some()
+            {
+                return Ok(Next::AtTurn);
             }
             if record_attempt {
                 pass.write(&Outcome::CopyAttempted).await?;

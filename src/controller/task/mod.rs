@@ -59,8 +59,8 @@ pub enum Next {
     StalledRetry,
     /// At once: the step just taken needs another (a lost result to make again).
     Now,
-    /// After this wait: the object's turn to start comes then.
-    After(Duration),
+    /// When its turn to start comes: the start slots wake it then (see `start_slots`).
+    AtTurn,
 }
 
 /// How far a kind's cleanup got.
@@ -176,6 +176,15 @@ impl<K: CloudTask> Pass<'_, K> {
 
     pub fn name(&self) -> String {
         self.obj.name_any()
+    }
+
+    /// How the object is woken (by the pollers, the drift check, the start slots).
+    pub fn object_key(&self) -> ObjectKey {
+        ObjectKey {
+            kind: K::KIND,
+            namespace: self.obj.namespace().unwrap_or_default(),
+            name: self.obj.name_any(),
+        }
     }
 
     /// Applies the status after `outcome` (only when it changed) and publishes its events.
@@ -312,11 +321,7 @@ async fn apply<K: CloudTask>(obj: &K, ctx: &Context) -> Result<Action, Error> {
             ctx.metrics.set_in_flight(K::KIND, &pass.uid, in_flight);
             let followed = obj.followed(&pass.status);
             let woken = followed.is_some();
-            let object = ObjectKey {
-                kind: K::KIND,
-                namespace: obj.namespace().unwrap_or_default(),
-                name: obj.name_any(),
-            };
+            let object = pass.object_key();
             match followed {
                 Some(followed) => ctx.in_flight.follow(
                     &pass.ecs.client,
@@ -354,7 +359,7 @@ async fn apply<K: CloudTask>(obj: &K, ctx: &Context) -> Result<Action, Error> {
                 Next::Resync => Action::requeue(ctx.timing.resync_interval),
                 Next::StalledRetry => Action::requeue(ctx.timing.stalled_retry),
                 Next::Now => Action::requeue(Duration::ZERO),
-                Next::After(wait) => Action::requeue(wait),
+                Next::AtTurn => Action::await_change(),
             })
         }
         Err(error) => {
