@@ -21,7 +21,7 @@ use kube::runtime::events::Reporter;
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher::{self, watcher};
 use kube::runtime::{WatchStreamExt, reflector};
-use kube::{Api, Client, Resource, ResourceExt};
+use kube::{Api, Client, Resource};
 use tracing::{error, info, warn};
 
 use crate::api::{ImageCopy, ImageExport, ImageImport, ImageReplication, REPLICATION_UID_LABEL};

@@ -27,11 +27,10 @@ use super::owned_images::ImageState;
 use super::wakes::Wakes;
 use crate::ecs::EcsClient;
 
-/// The shortest wait between two looks at a region's drift listing. A listing is stale for the
-/// shared slot only once it is `every` old from when its fetch *ended*, a little later than
-/// this checker reckons from when it began: the few looks in between find the same listing and
-/// cost nothing.
-const MIN_WAIT: Duration = Duration::from_secs(1);
+/// The shortest wait between two looks at a region's drift listing. The checker reckons a
+/// listing's age by the wall clock, the shared slot by the monotonic one: a look a hair too
+/// early finds the same listing, costs nothing and is made again this much later.
+const MIN_WAIT: Duration = Duration::from_millis(100);
 
 /// Key: (region, signer) — objects with their own Secret may sign as another account.
 type Key = (String, String);
@@ -162,10 +161,12 @@ impl Checker {
             }
             let ecs = lock(&self.slot).ecs.clone();
             let wait = match self.listings.get(&ecs, &self.key.1, &self.key.0).await {
+                Ok(listing) if checked.as_ref().is_some_and(|c| Arc::ptr_eq(c, &listing)) => {
+                    MIN_WAIT
+                }
                 Ok(listing) => {
-                    if !checked.as_ref().is_some_and(|c| Arc::ptr_eq(c, &listing)) {
-                        self.wake(|uid, entry| drifted(&listing, uid, &entry.image_id));
-                    }
+                    self.wake(|uid, entry| drifted(&listing, uid, &entry.image_id));
+                    // The next listing is due once this one is `every` old.
                     let age = Timestamp::now().duration_since(listing.taken_at);
                     let age = Duration::try_from(age).unwrap_or_default();
                     checked = Some(listing);

@@ -286,12 +286,15 @@ impl<T: Listed> RegionListings<T> {
     fn start_fetch(&self, ecs: EcsClient, key: Key) -> Fetch<T> {
         let slots = self.slots.clone();
         let task = tokio::spawn(async move {
+            // A listing is as old as its first request: aged from then, one per `max_age` is
+            // one per `max_age`, however long its pages take.
+            let started = Instant::now();
             let result = T::fetch(ecs, key.0.clone()).await.map(Arc::new);
             let mut slots = slots.lock().unwrap_or_else(|e| e.into_inner());
             if let Some(slot) = slots.get_mut(&key) {
                 slot.in_flight = None;
                 if let Ok(listing) = &result {
-                    slot.fetched = Some((Instant::now(), listing.clone()));
+                    slot.fetched = Some((started, listing.clone()));
                 }
             }
             result
