@@ -38,6 +38,10 @@ type Key = (String, String);
 struct Entry {
     object: ObjectKey,
     image_id: String,
+    /// When it was registered: only a listing taken after this may judge it. An older one can
+    /// show a copy that has just finished still Creating, and the object woken would read the
+    /// same listing and go back to Copying.
+    since: Timestamp,
 }
 
 struct Region {
@@ -109,8 +113,15 @@ impl Drift {
             .clone();
         let mut slot = lock(&slot);
         slot.ecs = ecs.clone();
-        slot.entries
-            .insert(uid.to_string(), Entry { object, image_id });
+        let since = Timestamp::now();
+        slot.entries.insert(
+            uid.to_string(),
+            Entry {
+                object,
+                image_id,
+                since,
+            },
+        );
     }
 
     /// Stops checking the object, wherever it was checked.
@@ -165,7 +176,9 @@ impl Checker {
                     MIN_WAIT
                 }
                 Ok(listing) => {
-                    self.wake(|uid, entry| drifted(&listing, uid, &entry.image_id));
+                    self.wake(|uid, entry| {
+                        listing.taken_at > entry.since && drifted(&listing, uid, &entry.image_id)
+                    });
                     // The next listing is due once this one is `every` old.
                     let age = Timestamp::now().duration_since(listing.taken_at);
                     let age = Duration::try_from(age).unwrap_or_default();
@@ -326,6 +339,25 @@ mod tests {
         );
         drift.unwatch("uid-b");
         assert_eq!(drift.watched_count(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_listing_taken_before_an_object_finished_does_not_judge_it() {
+        let (ecs, _) = fake_ecs(Arc::new(Mutex::new(vec![image(
+            "m-a", "uid-a", "Creating",
+        )])))
+        .await;
+        let every = Duration::from_secs(60);
+        let listings = Arc::new(RegionListings::<Listing>::new(every));
+        // The shared drift listing, taken while the copy still ran.
+        listings.get(&ecs, "key", "cn-shanghai").await.unwrap();
+        let wakes = Wakes::default();
+        let drift = Drift::new(every, listings, wakes.clone());
+        let mut woken = wakes.receiver("ImageCopy");
+        drift.watch(&ecs, "key", "cn-shanghai", "uid-a", key("a"), "m-a".into());
+        let none = tokio::time::timeout(Duration::from_millis(500), woken.next()).await;
+        assert!(none.is_err(), "judged by a listing older than it: {none:?}");
+        assert_eq!(drift.watched_count(), 1);
     }
 
     #[tokio::test]
