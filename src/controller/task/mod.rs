@@ -359,6 +359,7 @@ async fn apply<K: CloudTask>(obj: &K, ctx: &Context) -> Result<Action, Error> {
                 Next::Resync => Action::requeue(ctx.timing.resync_interval),
                 Next::StalledRetry => Action::requeue(ctx.timing.stalled_retry),
                 Next::Now => Action::requeue(Duration::ZERO),
+                // The start slots wake it at its turn: no timer of its own either.
                 Next::AtTurn => Action::await_change(),
             })
         }
