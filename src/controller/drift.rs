@@ -35,9 +35,17 @@ const MIN_WAIT: Duration = Duration::from_millis(100);
 /// Key: (region, signer) — objects with their own Secret may sign as another account.
 type Key = (String, String);
 
+/// What a finished object's status shows of its image.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Settled {
+    pub image_id: String,
+    /// Whether the status counts the image usable (Ready).
+    pub usable: bool,
+}
+
 struct Entry {
     object: ObjectKey,
-    image_id: String,
+    settled: Settled,
     /// When it was registered: only a listing taken after this may judge it. An older one can
     /// show a copy that has just finished still Creating, and the object woken would read the
     /// same listing and go back to Copying.
@@ -71,8 +79,8 @@ impl Drift {
         }
     }
 
-    /// Checks the object's finished image `image_id` from now on, until it drifts or the
-    /// object goes elsewhere.
+    /// Checks the object's finished image from now on, until it drifts or the object goes
+    /// elsewhere.
     pub fn watch(
         &self,
         ecs: &EcsClient,
@@ -80,7 +88,7 @@ impl Drift {
         region: &str,
         uid: &str,
         object: ObjectKey,
-        image_id: String,
+        settled: Settled,
     ) {
         let key = (region.to_string(), signer.to_string());
         let mut regions = lock(&self.regions);
@@ -118,7 +126,7 @@ impl Drift {
             uid.to_string(),
             Entry {
                 object,
-                image_id,
+                settled,
                 since,
             },
         );
@@ -139,19 +147,19 @@ impl Drift {
     }
 }
 
-/// Whether `listing` shows the finished image `image_id` of the object `uid` other than it was
-/// left: gone (the object then looks it up by id before it believes so), no longer Available,
-/// not usable, or beside another image with the object's owner tag. An image ECS calls not
-/// usable is looked at once per listing, as it was at each resync.
-pub fn drifted(listing: &Listing, uid: &str, image_id: &str) -> bool {
-    let Some(image) = listing.image(image_id) else {
+/// Whether `listing` shows the finished image of the object `uid` other than its status does:
+/// gone (the object then looks it up by id before it believes so), no longer Available, usable
+/// where the status says not or the other way round, or beside another image with the object's
+/// owner tag.
+pub fn drifted(listing: &Listing, uid: &str, settled: &Settled) -> bool {
+    let Some(image) = listing.image(&settled.image_id) else {
         return true;
     };
     image.state != ImageState::Available
-        || image.usable == Some(false)
+        || (image.usable != Some(false)) != settled.usable
         || listing
             .owned_by(uid)
-            .any(|other| other.image_id != image_id)
+            .any(|other| other.image_id != settled.image_id)
 }
 
 struct Checker {
@@ -177,7 +185,7 @@ impl Checker {
                 }
                 Ok(listing) => {
                     self.wake(|uid, entry| {
-                        listing.taken_at > entry.since && drifted(&listing, uid, &entry.image_id)
+                        listing.taken_at > entry.since && drifted(&listing, uid, &entry.settled)
                     });
                     // The next listing is due once this one is `every` old.
                     let age = Timestamp::now().duration_since(listing.taken_at);
@@ -247,6 +255,13 @@ mod tests {
         Listing::new(Timestamp::now(), None, images)
     }
 
+    fn ready(image_id: &str) -> Settled {
+        Settled {
+            image_id: image_id.into(),
+            usable: true,
+        }
+    }
+
     #[test]
     fn only_a_gone_changed_or_doubled_image_has_drifted() {
         let listed = listing(&[
@@ -255,13 +270,36 @@ mod tests {
             image("m-c", "uid-c", "Available"),
             image("m-c2", "uid-c", "Creating"),
         ]);
-        assert!(!drifted(&listed, "uid-a", "m-a"));
-        assert!(drifted(&listed, "uid-b", "m-b"), "no longer Available");
-        assert!(drifted(&listed, "uid-c", "m-c"), "another owned image");
-        assert!(drifted(&listed, "uid-d", "m-d"), "gone");
+        assert!(!drifted(&listed, "uid-a", &ready("m-a")));
+        assert!(
+            drifted(&listed, "uid-b", &ready("m-b")),
+            "no longer Available"
+        );
+        assert!(
+            drifted(&listed, "uid-c", &ready("m-c")),
+            "another owned image"
+        );
+        assert!(drifted(&listed, "uid-d", &ready("m-d")), "gone");
+        let not_usable = Settled {
+            usable: false,
+            ..ready("m-a")
+        };
+        assert!(
+            drifted(&listed, "uid-a", &not_usable),
+            "usable again, the status still says not"
+        );
         let mut unusable = image("m-u", "uid-u", "Available");
         unusable["Usable"] = json!(false);
-        assert!(drifted(&listing(&[unusable]), "uid-u", "m-u"));
+        let unusable = listing(&[unusable]);
+        assert!(
+            drifted(&unusable, "uid-u", &ready("m-u")),
+            "no longer usable"
+        );
+        let shown_not_usable = Settled {
+            usable: false,
+            ..ready("m-u")
+        };
+        assert!(!drifted(&unusable, "uid-u", &shown_not_usable));
     }
 
     /// A local ECS answering DescribeImages with `images`; counts the requests.
@@ -311,7 +349,7 @@ mod tests {
                 "cn-shanghai",
                 &uid,
                 key(name),
-                format!("m-{name}"),
+                ready(&format!("m-{name}")),
             );
         }
         let quiet = tokio::time::timeout(Duration::from_millis(800), wakes.next()).await;
@@ -354,7 +392,7 @@ mod tests {
         let wakes = Wakes::default();
         let drift = Drift::new(every, listings, wakes.clone());
         let mut woken = wakes.receiver("ImageCopy");
-        drift.watch(&ecs, "key", "cn-shanghai", "uid-a", key("a"), "m-a".into());
+        drift.watch(&ecs, "key", "cn-shanghai", "uid-a", key("a"), ready("m-a"));
         let none = tokio::time::timeout(Duration::from_millis(500), woken.next()).await;
         assert!(none.is_err(), "judged by a listing older than it: {none:?}");
         assert_eq!(drift.watched_count(), 1);
@@ -375,7 +413,7 @@ mod tests {
         let wakes = Wakes::default();
         let drift = Drift::new(every, Arc::new(RegionListings::new(every)), wakes.clone());
         let mut wakes = wakes.receiver("ImageCopy");
-        drift.watch(&ecs, "key", "cn-shanghai", "uid-a", key("a"), "m-a".into());
+        drift.watch(&ecs, "key", "cn-shanghai", "uid-a", key("a"), ready("m-a"));
         let woken = tokio::time::timeout(Duration::from_secs(5), wakes.next()).await;
         assert_eq!(woken.ok().flatten(), Some(key("a")));
         assert_eq!(drift.watched_count(), 0);

@@ -11,6 +11,8 @@ use kube::ResourceExt;
 use tracing::{info, warn};
 
 use super::Error;
+use super::conditions;
+use super::drift::Settled;
 use super::in_flight::{Followed, listed_since};
 use super::owned_images::{self, ImageState, Lookup, describe_one, lookup_owned};
 use super::task::{CloudTask, Common, CommonPhase, Next, Notice, Pass, Released, is_refusal};
@@ -83,9 +85,12 @@ impl CloudTask for ImageCopy {
         })
     }
 
-    fn settled(&self, status: &ImageCopyStatus) -> Option<String> {
+    fn settled(&self, status: &ImageCopyStatus) -> Option<Settled> {
         match status.phase? {
-            CopyPhase::Available => status.image_id.clone(),
+            CopyPhase::Available => Some(Settled {
+                image_id: status.image_id.clone()?,
+                usable: conditions::is_true(&status.conditions, conditions::READY),
+            }),
             _ => None,
         }
     }

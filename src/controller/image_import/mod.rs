@@ -10,6 +10,8 @@ use kube::ResourceExt;
 use tracing::{info, warn};
 
 use super::Error;
+use super::conditions;
+use super::drift::Settled;
 use super::ecs_tasks::{self, Cancelled, TaskSnapshot};
 use super::owned_images::{self, CleanupStep, ImageSnapshot, Lookup, describe_one};
 use super::task::decide::client_token;
@@ -72,9 +74,12 @@ impl CloudTask for ImageImport {
         )
     }
 
-    fn settled(&self, status: &ImageImportStatus) -> Option<String> {
+    fn settled(&self, status: &ImageImportStatus) -> Option<Settled> {
         match status.phase? {
-            ImportPhase::Available => status.image_id.clone(),
+            ImportPhase::Available => Some(Settled {
+                image_id: status.image_id.clone()?,
+                usable: conditions::is_true(&status.conditions, conditions::READY),
+            }),
             _ => None,
         }
     }

@@ -27,6 +27,7 @@ use serde_json::json;
 use tracing::warn;
 
 use super::credentials::{self, ObjectEcs};
+use super::drift::Settled;
 use super::in_flight::{Followed, ObjectKey, listed_since};
 use super::listings::Listing;
 use super::{Context, Error};
@@ -112,7 +113,7 @@ pub trait CloudTask:
     }
     /// The finished image the drift check watches for this object (see `drift`), if the kind
     /// is checked that way; a kind that is not looks again at the resync interval.
-    fn settled(&self, _status: &Self::Status) -> Option<String> {
+    fn settled(&self, _status: &Self::Status) -> Option<Settled> {
         None
     }
 
@@ -339,13 +340,13 @@ async fn apply<K: CloudTask>(obj: &K, ctx: &Context) -> Result<Action, Error> {
             };
             let checked = settled.is_some();
             match settled {
-                Some(image_id) => ctx.drift.watch(
+                Some(settled) => ctx.drift.watch(
                     &pass.ecs.client,
                     &pass.ecs.signer,
                     obj.region(),
                     &pass.uid,
                     object,
-                    image_id,
+                    settled,
                 ),
                 None => ctx.drift.unwatch(&pass.uid),
             }
