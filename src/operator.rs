@@ -413,10 +413,9 @@ async fn run_kind<K: CloudTask>(
 ) {
     let (reader, changes) = changes_needing_work::<K>(client, namespace);
     let graceful = stop_once_cached(reader.clone(), stop);
-    // Objects whose image in flight changed, as the region pollers find them.
-    let woken = ctx
-        .in_flight
-        .wakes(K::KIND)
+    // Objects whose image in flight changed, as the region pollers find them; finished objects
+    // whose image drifted, as the drift check finds them; objects whose turn to start came.
+    let woken = futures::stream::select(ctx.in_flight.wakes(K::KIND), ctx.wakes.receiver(K::KIND))
         .map(|object| ObjectRef::new(&object.name).within(&object.namespace));
     Controller::for_stream(changes, reader)
         .reconcile_on(woken)

@@ -428,12 +428,14 @@ async fn destination_deleted_out_of_band_is_copied_again() {
         .delete_image(DESTINATION_REGION, &lost_image)
         .await;
 
+    // Noticed by the drift check (one listing per 2 s resync interval), the copy having no
+    // timer of its own: within a few intervals, with room for a loaded machine.
     let missing = stage
         .wait_event(
             "recopy",
             "Warning",
             "DestinationImageMissing",
-            Duration::from_secs(30),
+            Duration::from_secs(10),
         )
         .await;
     assert!(
@@ -563,7 +565,8 @@ async fn a_finished_copy_is_noticed_when_its_progress_says_it_ends() {
 }
 
 /// Finished copies are checked for drift against one listing per region per resync interval,
-/// however many there are and however their resyncs fall, not one per poll interval.
+/// however many there are, not one per poll interval; and, nothing having drifted, none of them is
+/// reconciled (no timer per object).
 #[tokio::test]
 async fn finished_copies_cost_one_listing_per_region_per_resync_interval() {
     const COPIES: usize = 16;
@@ -589,11 +592,34 @@ async fn finished_copies_cost_one_listing_per_region_per_resync_interval() {
     }
     tokio::time::sleep(Duration::from_secs(2)).await;
     let before = stage.emulator.count("DescribeImages").await;
+    let reconciles_before = reconciles(&stage).await;
     tokio::time::sleep(Duration::from_secs(12)).await;
     let listings = stage.emulator.count("DescribeImages").await - before;
-    println!("{listings} DescribeImages in 12 s at rest (resync interval 4 s)");
+    let reconciled = reconciles(&stage).await - reconciles_before;
+    println!(
+        "{listings} DescribeImages and {reconciled} reconciles in 12 s at rest (resync interval 4 s)"
+    );
     assert!(
         listings <= 4,
         "{listings} DescribeImages in 12 s at rest; one listing per 4 s resync interval expected"
     );
+    assert_eq!(
+        reconciled, 0.0,
+        "finished copies whose image did not drift are not reconciled at rest"
+    );
+}
+
+/// `ecs_image_operator_reconciles_total` of the stage's operator, over every kind.
+async fn reconciles(stage: &Stage) -> f64 {
+    let metrics = reqwest::get(format!("{}/metrics", stage.operator.metrics_url()))
+        .await
+        .expect("GET /metrics")
+        .text()
+        .await
+        .expect("metrics body");
+    metrics
+        .lines()
+        .filter(|line| line.starts_with("ecs_image_operator_reconciles_total"))
+        .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
 }

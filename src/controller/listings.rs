@@ -54,21 +54,42 @@ pub struct Listing {
     /// `None`: every owned image; else only those made after this (a newest-first listing cut
     /// short, see `in_flight`).
     pub covers_since: Option<Timestamp>,
-    /// What the objects need of each listed image, by id: with thousands of finished copies a
-    /// region's listing stays small in memory.
-    images: HashMap<String, ImageSnapshot>,
-    /// `CreationTime` of the listed images that have a readable one.
-    created: HashMap<String, Timestamp>,
-    /// Image ids by owner UID, so that an object finds its images without a scan.
-    owners: HashMap<String, Vec<String>>,
+    /// One record per listed image, sorted by image id. A region's listing holds every finished
+    /// copy, and up to four of a region are alive at once (the drift listing, the poller's
+    /// latest and widest, one being made), so each image is kept once, with only what the
+    /// objects read, instead of in maps keyed by copies of its id.
+    records: Vec<Record>,
+    /// Positions in `records` of the images with an owner tag, sorted by owner UID, so that an
+    /// object finds its images without a scan.
+    by_owner: Vec<u32>,
+}
+
+/// What the objects need of one listed image.
+#[derive(Debug)]
+struct Record {
+    snapshot: ImageSnapshot,
+    /// `CreationTime`, when readable.
+    created: Option<Timestamp>,
+    /// The owner UID tag.
+    owner: Option<Box<str>>,
+}
+
+impl Record {
+    fn of(image: &Image) -> Self {
+        Record {
+            snapshot: snapshot(image),
+            created: image.created(),
+            owner: image.tag(OWNER_UID_TAG).map(Box::from),
+        }
+    }
 }
 
 impl Listed for Listing {
     fn fetch(ecs: EcsClient, region: String) -> BoxFuture<'static, Result<Self, EcsError>> {
         async move {
             let taken_at = Timestamp::now();
-            let images = list_owned_images(&ecs, &region).await?;
-            Ok(Listing::new(taken_at, None, images))
+            let records = list_owned_images(&ecs, &region).await?;
+            Ok(Listing::from_records(taken_at, None, records))
         }
         .boxed()
     }
@@ -106,46 +127,55 @@ impl Listed for RunningExports {
 
 impl Listing {
     pub fn new(taken_at: Timestamp, covers_since: Option<Timestamp>, images: Vec<Image>) -> Self {
-        let mut owners: HashMap<String, Vec<String>> = HashMap::new();
-        let mut created = HashMap::new();
-        for image in &images {
-            if let Some(at) = image.created() {
-                created.insert(image.image_id.clone(), at);
-            }
-            if let Some(uid) = image.tag(OWNER_UID_TAG) {
-                owners
-                    .entry(uid.to_string())
-                    .or_default()
-                    .push(image.image_id.clone());
-            }
-        }
+        let records = images.iter().map(Record::of).collect();
+        Self::from_records(taken_at, covers_since, records)
+    }
+
+    fn from_records(
+        taken_at: Timestamp,
+        covers_since: Option<Timestamp>,
+        mut records: Vec<Record>,
+    ) -> Self {
+        // Pages can shift while a listing is read, so an image may come twice: keep the later.
+        records.reverse();
+        records.sort_by(|a, b| a.snapshot.image_id.cmp(&b.snapshot.image_id));
+        records.dedup_by(|later, first| later.snapshot.image_id == first.snapshot.image_id);
+        records.shrink_to_fit();
+        let mut by_owner: Vec<u32> = (0..records.len())
+            .filter(|&i| records[i].owner.is_some())
+            .filter_map(|i| u32::try_from(i).ok())
+            .collect();
+        by_owner.sort_by(|&a, &b| records[a as usize].owner.cmp(&records[b as usize].owner));
         Listing {
             taken_at,
             covers_since,
-            images: images
-                .iter()
-                .map(|image| (image.image_id.clone(), snapshot(image)))
-                .collect(),
-            created,
-            owners,
+            records,
+            by_owner,
         }
     }
 
+    fn record(&self, image_id: &str) -> Option<&Record> {
+        self.records
+            .binary_search_by(|r| r.snapshot.image_id.as_str().cmp(image_id))
+            .ok()
+            .map(|i| &self.records[i])
+    }
+
     pub fn image(&self, image_id: &str) -> Option<&ImageSnapshot> {
-        self.images.get(image_id)
+        self.record(image_id).map(|r| &r.snapshot)
     }
 
     /// When ECS says the image was made.
     pub fn created(&self, image_id: &str) -> Option<Timestamp> {
-        self.created.get(image_id).copied()
+        self.record(image_id)?.created
     }
 
     pub fn len(&self) -> usize {
-        self.images.len()
+        self.records.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.images.is_empty()
+        self.records.is_empty()
     }
 
     /// Whether every owned image made after `since` is in it (as far as ECS listed it).
@@ -155,11 +185,12 @@ impl Listing {
 
     /// The listed images tagged with `uid` as their owner.
     pub fn owned_by<'a>(&'a self, uid: &str) -> impl Iterator<Item = &'a ImageSnapshot> + 'a {
-        self.owners
-            .get(uid)
-            .into_iter()
-            .flatten()
-            .filter_map(|id| self.images.get(id))
+        let owner = |i: &u32| self.records[*i as usize].owner.as_deref();
+        let start = self.by_owner.partition_point(|i| owner(i) < Some(uid));
+        let end = self.by_owner.partition_point(|i| owner(i) <= Some(uid));
+        self.by_owner[start..end]
+            .iter()
+            .map(|&i| &self.records[i as usize].snapshot)
     }
 }
 
@@ -255,12 +286,15 @@ impl<T: Listed> RegionListings<T> {
     fn start_fetch(&self, ecs: EcsClient, key: Key) -> Fetch<T> {
         let slots = self.slots.clone();
         let task = tokio::spawn(async move {
+            // A listing is as old as its first request: aged from then, one per `max_age` is
+            // one per `max_age`, however long its pages take.
+            let started = Instant::now();
             let result = T::fetch(ecs, key.0.clone()).await.map(Arc::new);
             let mut slots = slots.lock().unwrap_or_else(|e| e.into_inner());
             if let Some(slot) = slots.get_mut(&key) {
                 slot.in_flight = None;
                 if let Ok(listing) = &result {
-                    slot.fetched = Some((Instant::now(), listing.clone()));
+                    slot.fetched = Some((started, listing.clone()));
                 }
             }
             result
@@ -277,8 +311,10 @@ impl<T: Listed> RegionListings<T> {
     }
 }
 
-async fn list_owned_images(ecs: &EcsClient, region: &str) -> Result<Vec<Image>, EcsError> {
-    ecs.describe_all_images(&DescribeImagesRequest {
+/// Every owned image of the region, each kept as a record as soon as its page arrives: a
+/// region's whole listing is never held as full images.
+async fn list_owned_images(ecs: &EcsClient, region: &str) -> Result<Vec<Record>, EcsError> {
+    let request = DescribeImagesRequest {
         region: region.to_string(),
         status: followed_statuses(),
         image_owner_alias: Some("self".into()),
@@ -286,13 +322,15 @@ async fn list_owned_images(ecs: &EcsClient, region: &str) -> Result<Vec<Image>, 
         tags: vec![(OWNER_UID_TAG.to_string(), String::new())],
         page_size: Some(MAX_PAGE_SIZE),
         ..Default::default()
-    })
-    .await
+    };
+    ecs.describe_all_images_as(&request, |image| Record::of(&image))
+        .await
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::controller::owned_images::ImageState;
 
     /// A local ECS that never answers for `hung_region` and lists nothing elsewhere; counts
     /// the requests per region.
@@ -325,6 +363,52 @@ mod tests {
         });
         let client = crate::controller::local_ecs(app).await;
         (client, seen)
+    }
+
+    fn image(id: &str, owner: Option<&str>, status: &str) -> Image {
+        let tags: Vec<serde_json::Value> = owner
+            .map(|uid| serde_json::json!({"TagKey": OWNER_UID_TAG, "TagValue": uid}))
+            .into_iter()
+            .collect();
+        serde_json::from_value(serde_json::json!({
+            "ImageId": id, "Status": status, "Progress": "100%",
+            "CreationTime": "2026-01-01T00:00:00Z", "Tags": {"Tag": tags}
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn a_listing_finds_images_by_id_and_by_owner_and_keeps_each_once() {
+        let listing = Listing::new(
+            Timestamp::now(),
+            None,
+            vec![
+                image("m-3", Some("uid-b"), "Available"),
+                image("m-1", Some("uid-a"), "Creating"),
+                image("m-2", None, "Available"),
+                image("m-4", Some("uid-a"), "Available"),
+                // Shifted onto the next page while it was read: the later answer counts.
+                image("m-1", Some("uid-a"), "Available"),
+            ],
+        );
+        assert_eq!(listing.len(), 4);
+        let state = |id| listing.image(id).map(|i| i.state.clone());
+        assert_eq!(state("m-1"), Some(ImageState::Available));
+        assert_eq!(state("m-2"), Some(ImageState::Available));
+        assert_eq!(state("m-5"), None);
+        assert_eq!(
+            listing.created("m-3"),
+            Some("2026-01-01T00:00:00Z".parse().unwrap())
+        );
+        let owned = |uid| -> Vec<String> {
+            let mut ids: Vec<String> = listing.owned_by(uid).map(|i| i.image_id.clone()).collect();
+            ids.sort();
+            ids
+        };
+        assert_eq!(owned("uid-a"), ["m-1", "m-4"]);
+        assert_eq!(owned("uid-b"), ["m-3"]);
+        assert!(owned("uid-c").is_empty());
+        assert!(owned("").is_empty());
     }
 
     #[tokio::test]

@@ -3,6 +3,7 @@
 
 pub mod conditions;
 pub mod credentials;
+pub mod drift;
 pub mod ecs_tasks;
 pub mod events;
 pub mod image_copy;
@@ -16,6 +17,7 @@ pub mod owned_images;
 pub mod progress_trail;
 pub mod start_slots;
 pub mod task;
+pub mod wakes;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -24,18 +26,21 @@ use std::time::{Duration, Instant};
 use kube::Client;
 
 use crate::ecs::{CredentialsProvider, EcsClient, EcsError};
+use drift::Drift;
 use events::Recorder;
 use in_flight::{InFlight, Pacing};
 use listings::{Listing, RegionListings, RunningExports};
 use metrics::Metrics;
 use start_slots::StartSlots;
+use wakes::Wakes;
 
 /// Timing knobs of the controllers.
 #[derive(Clone, Debug)]
 pub struct Timing {
     /// How often in-flight work is looked at; also the age of a shared region listing.
     pub poll_interval: Duration,
-    /// How often finished copies are checked (e.g. for out-of-band deletion).
+    /// How often finished copies are checked (e.g. for out-of-band deletion): the age of the
+    /// drift listing.
     pub resync_interval: Duration,
     /// Wait after a terminal error before trying again.
     pub stalled_retry: Duration,
@@ -66,12 +71,17 @@ pub struct Context {
     pub metrics: Arc<Metrics>,
     /// The owned images of each region, every one of them, for finished copies and imports:
     /// refreshed at most once per resync (drift-check) interval.
-    pub listings: RegionListings<Listing>,
+    pub listings: Arc<RegionListings<Listing>>,
+    /// Finished copies and imports, checked against `listings` per region; only those whose
+    /// image drifted are woken.
+    pub drift: Drift,
     /// Copies in flight, followed per region on a due-time schedule; also the recent listings
     /// that objects not yet started look in.
     pub in_flight: InFlight,
     /// Turns for starting copies, per source region, at its API budget.
     pub start_slots: StartSlots,
+    /// Objects woken by the drift check and at their turn to start.
+    pub wakes: Wakes,
     /// The running export tasks of each region.
     pub running_exports: RegionListings<RunningExports>,
     pub timing: Timing,
@@ -89,18 +99,22 @@ impl Context {
         metrics: Arc<Metrics>,
         timing: Timing,
     ) -> Self {
+        let listings = Arc::new(RegionListings::with_limits(
+            timing.resync_interval,
+            timing.poll_interval.max(Duration::from_secs(15)),
+            (timing.resync_interval * 3).max(Duration::from_secs(600)),
+        ));
+        let wakes = Wakes::default();
         Context {
-            start_slots: StartSlots::new(ecs.region_qps()),
+            start_slots: StartSlots::new(ecs.region_qps(), wakes.clone()),
             client,
             ecs,
             default_credentials,
             recorder,
             metrics,
-            listings: RegionListings::with_limits(
-                timing.resync_interval,
-                timing.poll_interval.max(Duration::from_secs(15)),
-                (timing.resync_interval * 3).max(Duration::from_secs(600)),
-            ),
+            drift: Drift::new(timing.resync_interval, listings.clone(), wakes.clone()),
+            wakes,
+            listings,
             in_flight: InFlight::new(Pacing::new(timing.poll_interval)),
             running_exports: RegionListings::new(timing.poll_interval),
             backoffs: Backoffs::new(timing.poll_interval, timing.max_backoff),
@@ -120,6 +134,7 @@ impl Context {
         self.backoffs.reset(uid);
         self.progress_reads.forget(uid);
         self.in_flight.unfollow(uid);
+        self.drift.unwatch(uid);
         self.start_slots.forget(uid);
         self.metrics.set_in_flight(kind, uid, None);
     }

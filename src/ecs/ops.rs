@@ -308,6 +308,16 @@ impl EcsClient {
         &self,
         request: &DescribeImagesRequest,
     ) -> Result<Vec<Image>, EcsError> {
+        self.describe_all_images_as(request, |image| image).await
+    }
+
+    /// Every page of `request`, each image turned by `keep` into what the caller keeps as soon
+    /// as its page arrives: a listing of thousands of images never holds them all whole.
+    pub async fn describe_all_images_as<T>(
+        &self,
+        request: &DescribeImagesRequest,
+        keep: impl Fn(Image) -> T + Copy,
+    ) -> Result<Vec<T>, EcsError> {
         all_pages("DescribeImages", |page_number| async move {
             let page = DescribeImagesRequest {
                 page_number: Some(page_number),
@@ -315,7 +325,10 @@ impl EcsClient {
                 ..request.clone()
             };
             let answer = self.describe_images(&page).await?;
-            Ok((answer.images, answer.total_count))
+            Ok((
+                answer.images.into_iter().map(keep).collect(),
+                answer.total_count,
+            ))
         })
         .await
     }

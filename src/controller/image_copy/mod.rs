@@ -11,6 +11,8 @@ use kube::ResourceExt;
 use tracing::{info, warn};
 
 use super::Error;
+use super::conditions;
+use super::drift::Settled;
 use super::in_flight::{Followed, listed_since};
 use super::owned_images::{self, ImageState, Lookup, describe_one, lookup_owned};
 use super::task::{CloudTask, Common, CommonPhase, Next, Notice, Pass, Released, is_refusal};
@@ -83,6 +85,16 @@ impl CloudTask for ImageCopy {
         })
     }
 
+    fn settled(&self, status: &ImageCopyStatus) -> Option<Settled> {
+        match status.phase? {
+            CopyPhase::Available => Some(Settled {
+                image_id: status.image_id.clone()?,
+                usable: conditions::is_true(&status.conditions, conditions::READY),
+            }),
+            _ => None,
+        }
+    }
+
     async fn apply(pass: &mut Pass<'_, Self>) -> Result<Next, Error> {
         apply(pass).await
     }
@@ -116,8 +128,14 @@ async fn apply(pass: &mut Pass<'_, ImageCopy>) -> Result<Next, Error> {
             record_attempt,
         } => {
             let source = &pass.obj.spec.source_region_id;
-            if let Some(wait) = pass.ctx.start_slots.turn(source, &pass.uid) {
-                return Ok(Next::After(wait));
+            let object = pass.object_key();
+            if pass
+                .ctx
+                .start_slots
+                .turn(source, &pass.uid, &object)
+                .is_some()
+            {
+                return Ok(Next::AtTurn);
             }
             if record_attempt {
                 pass.write(&Outcome::CopyAttempted).await?;

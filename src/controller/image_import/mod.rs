@@ -10,6 +10,8 @@ use kube::ResourceExt;
 use tracing::{info, warn};
 
 use super::Error;
+use super::conditions;
+use super::drift::Settled;
 use super::ecs_tasks::{self, Cancelled, TaskSnapshot};
 use super::owned_images::{self, CleanupStep, ImageSnapshot, Lookup, describe_one};
 use super::task::decide::client_token;
@@ -70,6 +72,16 @@ impl CloudTask for ImageImport {
             status.phase,
             Some(ImportPhase::Pending | ImportPhase::Importing)
         )
+    }
+
+    fn settled(&self, status: &ImageImportStatus) -> Option<Settled> {
+        match status.phase? {
+            ImportPhase::Available => Some(Settled {
+                image_id: status.image_id.clone()?,
+                usable: conditions::is_true(&status.conditions, conditions::READY),
+            }),
+            _ => None,
+        }
     }
 
     async fn apply(pass: &mut Pass<'_, Self>) -> Result<Next, Error> {

@@ -27,6 +27,7 @@ use serde_json::json;
 use tracing::warn;
 
 use super::credentials::{self, ObjectEcs};
+use super::drift::Settled;
 use super::in_flight::{Followed, ObjectKey, listed_since};
 use super::listings::Listing;
 use super::{Context, Error};
@@ -52,14 +53,15 @@ pub const FIELD_MANAGER: &str = "ecs-image-operator";
 pub enum Next {
     /// Work is in flight: at the poll interval.
     Poll,
-    /// Finished: at the resync interval (out-of-band changes).
+    /// Finished: woken by the drift check when its image changes (see `drift`), else (a kind
+    /// without a [`CloudTask::settled`] image) at the resync interval.
     Resync,
     /// Failed for good: after the stalled-retry wait.
     StalledRetry,
     /// At once: the step just taken needs another (a lost result to make again).
     Now,
-    /// After this wait: the object's turn to start comes then.
-    After(Duration),
+    /// When its turn to start comes: the start slots wake it then (see `start_slots`).
+    AtTurn,
 }
 
 /// How far a kind's cleanup got.
@@ -107,6 +109,11 @@ pub trait CloudTask:
     /// The image in flight this object wants to be woken about (see `in_flight`), if the kind
     /// is followed that way; a kind that is not polls at the poll interval.
     fn followed(&self, _status: &Self::Status) -> Option<Followed> {
+        None
+    }
+    /// The finished image the drift check watches for this object (see `drift`), if the kind
+    /// is checked that way; a kind that is not looks again at the resync interval.
+    fn settled(&self, _status: &Self::Status) -> Option<Settled> {
         None
     }
 
@@ -170,6 +177,15 @@ impl<K: CloudTask> Pass<'_, K> {
 
     pub fn name(&self) -> String {
         self.obj.name_any()
+    }
+
+    /// How the object is woken (by the pollers, the drift check, the start slots).
+    pub fn object_key(&self) -> ObjectKey {
+        ObjectKey {
+            kind: K::KIND,
+            namespace: self.obj.namespace().unwrap_or_default(),
+            name: self.obj.name_any(),
+        }
     }
 
     /// Applies the status after `outcome` (only when it changed) and publishes its events.
@@ -306,35 +322,52 @@ async fn apply<K: CloudTask>(obj: &K, ctx: &Context) -> Result<Action, Error> {
             ctx.metrics.set_in_flight(K::KIND, &pass.uid, in_flight);
             let followed = obj.followed(&pass.status);
             let woken = followed.is_some();
+            let object = pass.object_key();
             match followed {
                 Some(followed) => ctx.in_flight.follow(
                     &pass.ecs.client,
                     &pass.ecs.signer,
                     obj.region(),
                     &pass.uid,
-                    ObjectKey {
-                        kind: K::KIND,
-                        namespace: obj.namespace().unwrap_or_default(),
-                        name: obj.name_any(),
-                    },
+                    object.clone(),
                     followed,
                 ),
                 None => ctx.in_flight.unfollow(&pass.uid),
             }
-            Ok(Action::requeue(match next {
+            let settled = match next {
+                Next::Resync => obj.settled(&pass.status),
+                _ => None,
+            };
+            let checked = settled.is_some();
+            match settled {
+                Some(settled) => ctx.drift.watch(
+                    &pass.ecs.client,
+                    &pass.ecs.signer,
+                    obj.region(),
+                    &pass.uid,
+                    object,
+                    settled,
+                ),
+                None => ctx.drift.unwatch(&pass.uid),
+            }
+            Ok(match next {
+                // The drift check wakes it when its image changes: no timer of its own.
+                Next::Resync if checked => Action::await_change(),
                 // The region's poller wakes it when its image changes; the requeue is a
                 // safety net only.
-                Next::Poll if woken => ctx.timing.resync_interval,
-                Next::Poll => ctx.timing.poll_interval,
-                Next::Resync => ctx.timing.resync_interval,
-                Next::StalledRetry => ctx.timing.stalled_retry,
-                Next::Now => Duration::ZERO,
-                Next::After(wait) => wait,
-            }))
+                Next::Poll if woken => Action::requeue(ctx.timing.resync_interval),
+                Next::Poll => Action::requeue(ctx.timing.poll_interval),
+                Next::Resync => Action::requeue(ctx.timing.resync_interval),
+                Next::StalledRetry => Action::requeue(ctx.timing.stalled_retry),
+                Next::Now => Action::requeue(Duration::ZERO),
+                // The start slots wake it at its turn: no timer of its own either.
+                Next::AtTurn => Action::await_change(),
+            })
         }
         Err(error) => {
-            // The backoff decides when to look again, not the poller.
+            // The backoff decides when to look again, not the poller or the drift check.
             ctx.in_flight.unfollow(&pass.uid);
+            ctx.drift.unwatch(&pass.uid);
             match error {
                 Error::Ecs(e) => ecs_failure(obj, ctx, &pass.status, e).await,
                 e => Err(e),
@@ -349,6 +382,7 @@ async fn cleanup<K: CloudTask>(obj: &K, ctx: &Context) -> Result<Action, Error> 
     ctx.metrics.set_in_flight(K::KIND, &uid, None);
     // Deleting retries on its own schedule; a changed image must not wake it sooner.
     ctx.in_flight.unfollow(&uid);
+    ctx.drift.unwatch(&uid);
     if K::nothing_to_release(&status) {
         // Nothing in the cloud can be this object's, and deleting it must not depend on
         // credentials that may be what was wrong with it.
