@@ -592,10 +592,10 @@ async fn finished_copies_cost_one_listing_per_region_per_resync_interval() {
     }
     tokio::time::sleep(Duration::from_secs(2)).await;
     let before = stage.emulator.count("DescribeImages").await;
-    let reconciles_before = reconciles(&stage).await;
+    let reconciles_before = stage.operator.reconciles().await;
     tokio::time::sleep(Duration::from_secs(12)).await;
     let listings = stage.emulator.count("DescribeImages").await - before;
-    let reconciled = reconciles(&stage).await - reconciles_before;
+    let reconciled = stage.operator.reconciles().await - reconciles_before;
     println!(
         "{listings} DescribeImages and {reconciled} reconciles in 12 s at rest (resync interval 4 s)"
     );
@@ -604,22 +604,7 @@ async fn finished_copies_cost_one_listing_per_region_per_resync_interval() {
         "{listings} DescribeImages in 12 s at rest; one listing per 4 s resync interval expected"
     );
     assert_eq!(
-        reconciled, 0.0,
+        reconciled, 0,
         "finished copies whose image did not drift are not reconciled at rest"
     );
-}
-
-/// `ecs_image_operator_reconciles_total` of the stage's operator, over every kind.
-async fn reconciles(stage: &Stage) -> f64 {
-    let metrics = reqwest::get(format!("{}/metrics", stage.operator.metrics_url()))
-        .await
-        .expect("GET /metrics")
-        .text()
-        .await
-        .expect("metrics body");
-    metrics
-        .lines()
-        .filter(|line| line.starts_with("ecs_image_operator_reconciles_total"))
-        .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
 }

@@ -123,12 +123,7 @@ async fn operator_works_with_only_the_rbac_of_deploy_rbac_yaml() {
         "the operator could publish events: {reasons:?}"
     );
 
-    let metrics = reqwest::get(format!("{}/metrics", operator.metrics_url()))
-        .await
-        .expect("GET /metrics")
-        .text()
-        .await
-        .expect("metrics body");
+    let metrics = operator.metrics_text().await;
     for line in [
         r#"ecs_image_operator_ecs_calls_total{action="CopyImage",result="ok"} 1"#,
         r#"ecs_image_operator_tasks_in_flight{kind="ImageCopy",region="cn-shanghai"} 0"#,
@@ -192,19 +187,6 @@ async fn operator_works_with_only_the_rbac_of_deploy_rbac_yaml() {
     );
 }
 
-async fn reconciles(operator: &support::Operator) -> u64 {
-    let text = reqwest::get(format!("{}/metrics", operator.metrics_url()))
-        .await
-        .expect("GET /metrics")
-        .text()
-        .await
-        .expect("metrics body");
-    text.lines()
-        .filter(|l| l.starts_with("ecs_image_operator_reconciles_total"))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
-        .sum()
-}
-
 #[tokio::test]
 async fn two_replicas_elect_one_leader_and_fail_over() {
     let apiserver = support::apiserver();
@@ -240,7 +222,7 @@ async fn two_replicas_elect_one_leader_and_fail_over() {
     .expect("create");
     wait_ready(&api, "before-failover", Duration::from_secs(60)).await;
 
-    let (a, b) = (reconciles(&first).await, reconciles(&second).await);
+    let (a, b) = (first.reconciles().await, second.reconciles().await);
     assert!(
         (a > 0) != (b > 0),
         "exactly one replica reconciles (first: {a}, second: {b})"
@@ -271,7 +253,7 @@ async fn two_replicas_elect_one_leader_and_fail_over() {
     .await
     .expect("create");
     wait_ready(&api, "after-failover", Duration::from_secs(60)).await;
-    assert!(reconciles(standby).await > 0, "the standby took over");
+    assert!(standby.reconciles().await > 0, "the standby took over");
     let new_holder = holder(leases.get("ecs-image-operator").await.expect("lease"));
     assert_ne!(new_holder, first_holder, "the lease changed hands");
     assert_eq!(

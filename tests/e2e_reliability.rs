@@ -252,12 +252,7 @@ async fn an_undecodable_listing_item_is_not_taken_for_a_deleted_image() {
         .await;
     tokio::time::sleep(Duration::from_secs(6)).await;
     assert_eq!(stage.emulator.count("CopyImage").await, 1, "no second copy");
-    let metrics = reqwest::get(format!("{}/metrics", stage.operator.metrics_url()))
-        .await
-        .expect("GET /metrics")
-        .text()
-        .await
-        .expect("metrics body");
+    let metrics = stage.operator.metrics_text().await;
     let undecodable = metric_value(&metrics, "ecs_image_operator_ecs_undecodable_items_total");
     assert!(undecodable >= 1.0, "counted:\n{metrics}");
     stage

@@ -630,12 +630,7 @@ async fn secrets_and_tokens_never_reach_logs_events_status_or_metrics() {
             .items,
     ))
     .expect("events as JSON");
-    let metrics = reqwest::get(format!("{}/metrics", operator.metrics_url()))
-        .await
-        .expect("GET /metrics")
-        .text()
-        .await
-        .expect("metrics text");
+    let metrics = operator.metrics_text().await;
     let log = operator.log_text();
 
     // The haystacks hold what they should, so finding nothing in them means something.

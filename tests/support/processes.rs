@@ -500,6 +500,26 @@ impl Operator {
         &self.metrics_url
     }
 
+    /// The operator's `/metrics` page.
+    pub async fn metrics_text(&self) -> String {
+        reqwest::get(format!("{}/metrics", self.metrics_url))
+            .await
+            .expect("GET /metrics")
+            .text()
+            .await
+            .expect("metrics body")
+    }
+
+    /// `ecs_image_operator_reconciles_total`, over every kind.
+    pub async fn reconciles(&self) -> u64 {
+        self.metrics_text()
+            .await
+            .lines()
+            .filter(|l| l.starts_with("ecs_image_operator_reconciles_total"))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+            .sum()
+    }
+
     /// Everything the operator printed so far (stdout and stderr).
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(self.process.log_path()).unwrap_or_default()
