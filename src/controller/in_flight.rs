@@ -26,12 +26,13 @@ use tokio::sync::{Notify, watch};
 use tokio::time::Instant;
 use tracing::{debug, warn};
 
-use super::listings::{Listing, followed_statuses};
+use super::listings::{Listing, ended_statuses, followed_statuses};
 use super::owned_images::{ImageState, listed_after};
 use super::progress_trail::ProgressTrail;
 use crate::api::OWNER_UID_TAG;
 use crate::ecs::{
-    DescribeImagesRequest, EcsClient, EcsError, Image, MAX_PAGE_SIZE, MAX_PAGES, parse_percent,
+    DescribeImagesRequest, EcsClient, EcsError, Image, ImageStatus, MAX_PAGE_SIZE, MAX_PAGES,
+    parse_percent,
 };
 
 /// How an object is reached when its image changes.
@@ -97,10 +98,29 @@ struct Entry {
     /// Whether `since` comes from the image's own `CreationTime`.
     since_created: bool,
     due: Instant,
+    /// What the look at `due` is for.
+    look: Look,
+    /// Looks for its end that did not find it ended (see [`END_LOOKS`]).
+    end_misses: u8,
     progress_woken: Option<Instant>,
     /// The progress listings showed for the image, for the estimate of its end.
     trail: ProgressTrail,
 }
+
+/// Why an image in flight is looked at next.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Look {
+    /// For its progress (or whether a queued copy began): a listing of every status.
+    Progress,
+    /// Because its progress says it has ended: a listing of ended images suffices, one page
+    /// reaching back to it.
+    End,
+}
+
+/// Looks for the end of an image that find it still running before it is looked at for its
+/// progress again, at the poll interval: its progress did not rise evenly after all (or the
+/// cloud's tag index lags), and looking every second for it would be a hot loop.
+const END_LOOKS: u8 = 3;
 
 struct RegionState {
     ecs: EcsClient,
@@ -156,19 +176,19 @@ impl InFlight {
     ) {
         let slot = self.region(ecs, signer, region);
         let mut state = lock(&slot.state);
-        let (progress_woken, trail) = match state.entries.get(uid) {
+        let (progress_woken, trail, end_misses) = match state.entries.get(uid) {
             Some(e) if e.followed.image_id == followed.image_id => {
-                (e.progress_woken, e.trail.clone())
+                (e.progress_woken, e.trail.clone(), e.end_misses)
             }
-            _ => (None, ProgressTrail::default()),
+            _ => (None, ProgressTrail::default(), 0),
         };
-        let due = Instant::now()
-            + due_in(
-                &followed,
-                &trail,
-                Timestamp::now(),
-                self.pacing.poll_interval,
-            );
+        let (after, look) = next_look(
+            &followed,
+            &trail,
+            end_misses,
+            Timestamp::now(),
+            self.pacing.poll_interval,
+        );
         let (since, since_created) = image_since(&state, &followed);
         state.ecs = ecs.clone();
         state.entries.insert(
@@ -178,7 +198,9 @@ impl InFlight {
                 followed,
                 since,
                 since_created,
-                due,
+                due: Instant::now() + after,
+                look,
+                end_misses,
                 progress_woken,
                 trail,
             },
@@ -215,9 +237,10 @@ impl InFlight {
         regions.iter().map(|r| lock(&r.state).entries.len()).sum()
     }
 
-    /// A listing of the region's owned images made after `since`, taken after `taken_after`:
-    /// the latest or the widest one kept if either will do, else the poller's next, asked for
-    /// now and shared with every other reconcile asking meanwhile.
+    /// A listing of the region's owned images made after `since`, taken after `taken_after` —
+    /// or, for an object following `image_id`, one that read that image after it (the news of
+    /// the copies that ended): the latest or the widest one kept if either will do, else the
+    /// poller's next, asked for now and shared with every other reconcile asking meanwhile.
     pub async fn listing(
         &self,
         ecs: &EcsClient,
@@ -225,9 +248,17 @@ impl InFlight {
         region: &str,
         since: Timestamp,
         taken_after: Timestamp,
+        image_id: Option<&str>,
     ) -> Result<Arc<Listing>, EcsError> {
         let slot = self.region(ecs, signer, region);
-        let adequate = |listing: &Listing| listing.covers(since) && listing.taken_at > taken_after;
+        let adequate = |listing: &Listing| {
+            let read_after = |at: Timestamp| at > taken_after;
+            listing.covers(since)
+                && (read_after(listing.taken_at)
+                    || image_id
+                        .and_then(|id| listing.read_at(id))
+                        .is_some_and(read_after))
+        };
         {
             let state = lock(&slot.state);
             let kept = [&state.latest, &state.widest];
@@ -300,23 +331,29 @@ impl InFlight {
     }
 }
 
-/// When to look at the image next: when its progress says it ends, and before that often
-/// enough to show progress — a quarter of the way to its end, at least one poll interval and at
-/// most [`PROGRESS_POLLS`] apart. Progress rises about evenly while a copy runs; a queued image
-/// shows none and is looked at every poll interval.
-pub fn due_in(
+/// When to look at the image next, and why: when its progress says it ends, and before that
+/// often enough to show progress — a quarter of the way to its end, at least one poll interval
+/// and at most [`PROGRESS_POLLS`] apart. Progress rises about evenly while a copy runs; a queued
+/// image shows none and is looked at every poll interval, and so is one whose end was looked for
+/// [`END_LOOKS`] times in vain.
+pub fn next_look(
     followed: &Followed,
     trail: &ProgressTrail,
+    end_misses: u8,
     now: Timestamp,
     poll_interval: Duration,
-) -> Duration {
+) -> (Duration, Look) {
     match remaining(followed, trail, now) {
-        Some(remaining) => {
+        Some(remaining) if end_misses < END_LOOKS => {
             let progress_every =
                 (remaining / 4).clamp(poll_interval, poll_interval * PROGRESS_POLLS);
-            remaining.min(progress_every)
+            if remaining <= progress_every {
+                (remaining, Look::End)
+            } else {
+                (progress_every, Look::Progress)
+            }
         }
-        None => poll_interval,
+        _ => (poll_interval, Look::Progress),
     }
 }
 
@@ -350,8 +387,8 @@ struct Poller {
 
 /// What the poller does next.
 enum Plan {
-    /// List the images made after this.
-    List(Timestamp),
+    /// List the images made after this, for what the looks due are for.
+    List(Timestamp, Look),
     Sleep(Instant),
     Idle,
 }
@@ -360,7 +397,7 @@ impl Poller {
     async fn run(self) {
         loop {
             match self.plan() {
-                Plan::List(since) => self.list(since).await,
+                Plan::List(since, look) => self.list(since, look).await,
                 Plan::Sleep(until) => {
                     tokio::select! {
                         _ = tokio::time::sleep_until(until) => {}
@@ -402,11 +439,22 @@ impl Poller {
         let earliest = state
             .last_fetch
             .map_or(due, |at| due.max(at + self.pacing.min_gap));
-        if earliest <= Instant::now() {
-            Plan::List(since)
-        } else {
-            Plan::Sleep(earliest)
+        let now = Instant::now();
+        if earliest > now {
+            return Plan::Sleep(earliest);
         }
+        if state.asked_since.is_some() {
+            return Plan::List(since, Look::Progress);
+        }
+        // Only ends due: the ended images back to the oldest of them.
+        let mut ends_since = None;
+        for entry in state.entries.values().filter(|e| e.due <= now) {
+            if entry.look == Look::Progress {
+                return Plan::List(since, Look::Progress);
+            }
+            ends_since = Some(ends_since.map_or(entry.since, |s: Timestamp| s.min(entry.since)));
+        }
+        Plan::List(ends_since.unwrap_or(since), Look::End)
     }
 
     fn leave_if_idle(&self) -> bool {
@@ -419,23 +467,41 @@ impl Poller {
         false
     }
 
-    async fn list(&self, since: Timestamp) {
+    async fn list(&self, since: Timestamp, look: Look) {
+        let asked = Instant::now();
         let ecs = {
             let mut state = lock(&self.slot.state);
-            state.asked_since = None;
-            state.last_fetch = Some(Instant::now());
+            if look == Look::Progress {
+                state.asked_since = None;
+            }
+            state.last_fetch = Some(asked);
             state.ecs.clone()
         };
+        let statuses = match look {
+            Look::Progress => followed_statuses(),
+            Look::End => ended_statuses(),
+        };
         let taken_at = Timestamp::now();
-        let result =
-            tokio::time::timeout(self.pacing.wait_limit, list_since(&ecs, &self.key.0, since))
-                .await
-                .unwrap_or(Err(EcsError::Timeout(self.pacing.wait_limit)));
+        let listed = list_since(&ecs, &self.key.0, since, statuses);
+        let result = tokio::time::timeout(self.pacing.wait_limit, listed)
+            .await
+            .unwrap_or(Err(EcsError::Timeout(self.pacing.wait_limit)));
         match result {
+            Ok(images) if look == Look::End => {
+                let news = Listing::new(taken_at, Some(since), images);
+                let mut state = lock(&self.slot.state);
+                let woken = self.ended(&mut state, &news, asked);
+                // Before the wakes: the woken objects read their news in the latest listing.
+                if let Some(latest) = &state.latest {
+                    state.latest = Some(Arc::new(latest.with_news(&news)));
+                }
+                drop(state);
+                self.wake(&woken);
+            }
             Ok(images) => {
                 let listing = Arc::new(Listing::new(taken_at, Some(since), images));
-                self.wake_changed(&listing, Timestamp::now());
                 let mut state = lock(&self.slot.state);
+                let woken = self.changed(&mut state, &listing, Timestamp::now());
                 let wider = state.widest.as_ref().is_none_or(|widest| {
                     widest
                         .covers_since
@@ -446,26 +512,78 @@ impl Poller {
                 }
                 state.latest = Some(listing.clone());
                 drop(state);
+                self.wake(&woken);
                 self.slot.published.send_replace(Some(Ok(listing)));
+            }
+            Err(error) if look == Look::End => {
+                warn!(region = %self.key.0, %error, "listing the images that ended failed; trying again");
+                self.retry_later();
             }
             Err(error) => {
                 warn!(region = %self.key.0, %error, "listing the images in flight failed; trying again");
-                let retry = Instant::now() + self.pacing.poll_interval;
-                for entry in lock(&self.slot.state).entries.values_mut() {
-                    entry.due = entry.due.max(retry);
-                }
+                self.retry_later();
                 self.slot.published.send_replace(Some(Err(error)));
             }
         }
     }
 
-    /// Wakes the objects whose image changed and sets when each is due next; the listing was
-    /// answered at `answered`.
-    fn wake_changed(&self, listing: &Listing, answered: Timestamp) {
-        let wakes = lock(&self.wakes).clone();
+    fn retry_later(&self) {
+        let retry = Instant::now() + self.pacing.poll_interval;
+        for entry in lock(&self.slot.state).entries.values_mut() {
+            entry.due = entry.due.max(retry);
+        }
+    }
+
+    fn wake(&self, objects: &[ObjectKey]) {
+        let wakes = lock(&self.wakes);
+        for object in objects {
+            if let Some(sender) = wakes.get(object.kind) {
+                let _ = sender.unbounded_send(object.clone());
+            }
+        }
+    }
+
+    /// The objects whose image `news` (ended images only, asked at `asked`) shows ended; an
+    /// image due to end that is not among them is looked for again a little later.
+    fn ended(&self, state: &mut RegionState, news: &Listing, asked: Instant) -> Vec<ObjectKey> {
+        let now = Instant::now();
+        let mut woken = Vec::new();
+        state.entries.retain(|_, entry| {
+            if !news.covers(entry.since) {
+                return true;
+            }
+            if news
+                .image(&entry.followed.image_id)
+                .is_some_and(|image| !image.state.in_flight())
+            {
+                woken.push(entry.object.clone());
+                return false;
+            }
+            if entry.look == Look::End && entry.due <= asked {
+                entry.end_misses += 1;
+                if entry.end_misses < END_LOOKS {
+                    entry.due = now + self.pacing.min_gap * u32::from(entry.end_misses);
+                } else {
+                    entry.look = Look::Progress;
+                    entry.due = now;
+                }
+            }
+            true
+        });
+        woken
+    }
+
+    /// The objects whose image changed, to wake; sets when each is looked at next. The listing
+    /// was answered at `answered`.
+    fn changed(
+        &self,
+        state: &mut RegionState,
+        listing: &Listing,
+        answered: Timestamp,
+    ) -> Vec<ObjectKey> {
         let now = Instant::now();
         let wall = Timestamp::now();
-        let mut state = lock(&self.slot.state);
+        let mut woken = Vec::new();
         let mut finished = Vec::new();
         for (uid, entry) in state.entries.iter_mut() {
             let followed = &mut entry.followed;
@@ -484,7 +602,7 @@ impl Poller {
                 None => listed_after(Some(followed.started), listing.taken_at),
             };
             if ended || state_now.as_ref().is_some_and(|s| *s != followed.state) {
-                wake(&wakes, &entry.object);
+                woken.push(entry.object.clone());
                 if ended {
                     finished.push(uid.clone());
                     continue;
@@ -511,16 +629,25 @@ impl Poller {
                     .progress_woken
                     .is_none_or(|at| now >= at + self.pacing.poll_interval * 9 / 10);
                 if moved && progress_due {
-                    wake(&wakes, &entry.object);
+                    woken.push(entry.object.clone());
                     entry.progress_woken = Some(now);
                 }
             }
-            entry.due = now + due_in(followed, &entry.trail, wall, self.pacing.poll_interval);
+            let (after, look) = next_look(
+                followed,
+                &entry.trail,
+                entry.end_misses,
+                wall,
+                self.pacing.poll_interval,
+            );
+            entry.due = now + after;
+            entry.look = look;
         }
         for uid in finished {
             state.entries.remove(&uid);
         }
         debug!(region = %self.key.0, followed = state.entries.len(), "listed the images in flight");
+        woken
     }
 }
 
@@ -528,24 +655,20 @@ fn percent(progress: &Option<String>) -> Option<u8> {
     progress.as_deref().and_then(parse_percent)
 }
 
-fn wake(wakes: &HashMap<&'static str, mpsc::UnboundedSender<ObjectKey>>, object: &ObjectKey) {
-    if let Some(sender) = wakes.get(object.kind) {
-        let _ = sender.unbounded_send(object.clone());
-    }
-}
-
-/// Owned images of `region` made after `since`, newest first: pages until one reaches past it.
+/// Owned images of `region` in `statuses` made after `since`, newest first: pages until one
+/// reaches past it.
 async fn list_since(
     ecs: &EcsClient,
     region: &str,
     since: Timestamp,
+    statuses: Vec<ImageStatus>,
 ) -> Result<Vec<Image>, EcsError> {
     let mut images = Vec::new();
     for page_number in 1..=MAX_PAGES {
         let page = ecs
             .describe_images(&DescribeImagesRequest {
                 region: region.to_string(),
-                status: followed_statuses(),
+                status: statuses.clone(),
                 image_owner_alias: Some("self".into()),
                 tags: vec![(OWNER_UID_TAG.to_string(), String::new())],
                 page_number: Some(page_number),
@@ -626,11 +749,9 @@ mod tests {
     #[test]
     fn the_next_look_is_when_the_progress_says_the_copy_ends() {
         let poll = Duration::from_secs(10);
-        let at = |f: &Followed| {
-            due_in(f, &ProgressTrail::default(), Timestamp::now(), poll)
-                .as_secs_f64()
-                .round()
-        };
+        let look =
+            |f: &Followed| next_look(f, &ProgressTrail::default(), 0, Timestamp::now(), poll);
+        let at = |f: &Followed| look(f).0.as_secs_f64().round();
         let half = followed("m-1", ImageState::Creating, Some("50%"), 4);
         assert_eq!(at(&half), 4.0, "due when half as long again has passed");
         let early = followed("m-1", ImageState::Creating, Some("10%"), 20);
@@ -657,6 +778,21 @@ mod tests {
         assert_eq!(at(&queued), 10.0, "a queued copy shows no rate");
         let unknown = followed("m-1", ImageState::Creating, None, 4);
         assert_eq!(at(&unknown), 10.0);
+        assert_eq!(look(&half).1, Look::End, "the look at its end");
+        assert_eq!(look(&early).1, Look::Progress);
+        assert_eq!(look(&queued).1, Look::Progress);
+        let missed = next_look(
+            &half,
+            &ProgressTrail::default(),
+            END_LOOKS,
+            Timestamp::now(),
+            poll,
+        );
+        assert_eq!(
+            missed,
+            (poll, Look::Progress),
+            "an end looked for in vain: progress at the poll interval"
+        );
     }
 
     #[test]
@@ -665,7 +801,7 @@ mod tests {
         // A ten-minute copy at 99%, 597 s after it started: the percent alone allows up to
         // 1/99 of that (6 s) more.
         let last = followed("m-1", ImageState::Creating, Some("99%"), 597);
-        let alone = due_in(&last, &ProgressTrail::default(), Timestamp::now(), poll);
+        let alone = next_look(&last, &ProgressTrail::default(), 0, Timestamp::now(), poll).0;
         assert!((alone.as_secs_f64() - 6.03).abs() < 0.1, "{alone:?}");
         // Listings saw 49% until 299.5 s, 50% from 300.2 s and 99% from 594.2 s: it ends by
         // 600.2 s.
@@ -673,25 +809,37 @@ mod tests {
         trail.record(49, 299.5, 299.7);
         trail.record(50, 300.0, 300.2);
         trail.record(99, 594.0, 594.2);
-        let read = due_in(&last, &trail, Timestamp::now(), poll);
+        let read = next_look(&last, &trail, 0, Timestamp::now(), poll).0;
         assert!((read.as_secs_f64() - 3.2).abs() < 0.1, "{read:?}");
     }
 
-    /// A local ECS answering DescribeImages from `images` (newest first), 100 per page; counts
-    /// the pages asked for.
-    async fn fake_ecs(images: Arc<Mutex<Vec<Value>>>) -> (EcsClient, Arc<Mutex<usize>>) {
-        let pages: Arc<Mutex<usize>> = Arc::default();
+    /// A local ECS answering DescribeImages from those of `images` (newest first) in the
+    /// statuses asked for, 100 per page; keeps the `Status` parameter of each page asked for.
+    async fn fake_ecs(images: Arc<Mutex<Vec<Value>>>) -> (EcsClient, Arc<Mutex<Vec<String>>>) {
+        let pages: Arc<Mutex<Vec<String>>> = Arc::default();
         let counter = pages.clone();
         let app = axum::Router::new().fallback(move |uri: axum::http::Uri| {
             let (images, counter) = (images.clone(), counter.clone());
             async move {
                 let query = uri.query().unwrap_or_default().to_string();
-                let page: usize = form_urlencoded::parse(query.as_bytes())
-                    .find(|(k, _)| k == "PageNumber")
-                    .and_then(|(_, v)| v.parse().ok())
+                let param = |name: &str| {
+                    form_urlencoded::parse(query.as_bytes())
+                        .find(|(k, _)| k == name)
+                        .map(|(_, v)| v.to_string())
+                };
+                let page: usize = param("PageNumber")
+                    .and_then(|v| v.parse().ok())
                     .unwrap_or(1);
-                *lock(&counter) += 1;
-                let all = lock(&images).clone();
+                let statuses = param("Status").unwrap_or_default();
+                lock(&counter).push(statuses.clone());
+                let all: Vec<Value> = lock(&images)
+                    .iter()
+                    .filter(|image| {
+                        let status = image["Status"].as_str().unwrap_or_default();
+                        statuses.split(',').any(|s| s == status)
+                    })
+                    .cloned()
+                    .collect();
                 let chunk: Vec<Value> = all
                     .iter()
                     .skip((page - 1) * 100)
@@ -795,7 +943,7 @@ mod tests {
         );
         assert_eq!(in_flight.followed_count(), 1);
         assert!(
-            *lock(&pages) >= 5,
+            lock(&pages).len() >= 5,
             "2 pages back to its start, then 3 back to the object's creation"
         );
     }
@@ -820,23 +968,131 @@ mod tests {
         let in_flight = InFlight::new(quick());
         let since = now - SignedDuration::from_secs(3600);
         let listing = in_flight
-            .listing(&ecs, "key", "cn-shanghai", since, now)
+            .listing(&ecs, "key", "cn-shanghai", since, now, None)
             .await
             .unwrap();
-        assert_eq!(*lock(&pages), 1, "one page reaches past the hour");
+        assert_eq!(lock(&pages).len(), 1, "one page reaches past the hour");
         assert!(listing.image("m-new49").is_some());
         assert!(listing.covers(since) && !listing.covers(since - SignedDuration::from_secs(1)));
         // A second reader within the age limit shares it; an older question needs a new one.
         in_flight
-            .listing(&ecs, "key", "cn-shanghai", since, now)
+            .listing(&ecs, "key", "cn-shanghai", since, now, None)
             .await
             .unwrap();
-        assert_eq!(*lock(&pages), 1);
+        assert_eq!(lock(&pages).len(), 1);
         let everything = in_flight
-            .listing(&ecs, "key", "cn-shanghai", Timestamp::MIN, now)
+            .listing(&ecs, "key", "cn-shanghai", Timestamp::MIN, now, None)
             .await
             .unwrap();
         assert_eq!(everything.len(), 300);
-        assert_eq!(*lock(&pages), 4);
+        assert_eq!(lock(&pages).len(), 4);
+    }
+
+    /// 150 copies that just began, newest first, and `m-due`, begun 99 s ago at 99%.
+    fn region_ending(now: Timestamp) -> Vec<Value> {
+        let mut all: Vec<Value> = (0..150)
+            .map(|i| image(&format!("m-new{i}"), "Creating", "1%", now))
+            .collect();
+        all.push(image(
+            "m-due",
+            "Creating",
+            "99%",
+            now - SignedDuration::from_secs(99),
+        ));
+        all
+    }
+
+    fn follow_all(in_flight: &InFlight, ecs: &EcsClient, now: Timestamp) {
+        for i in 0..150 {
+            let id = format!("m-new{i}");
+            let f = followed(&id, ImageState::Creating, Some("1%"), 1);
+            in_flight.follow(ecs, "key", "cn-shanghai", &format!("uid-{id}"), key(&id), f);
+        }
+        let mut due = followed("m-due", ImageState::Creating, Some("99%"), 99);
+        due.started = now - SignedDuration::from_secs(99);
+        in_flight.follow(ecs, "key", "cn-shanghai", "uid-m-due", key("m-due"), due);
+    }
+
+    #[tokio::test]
+    async fn a_copy_due_to_end_is_seen_in_one_page_of_ended_images_and_read_by_its_object() {
+        let now = Timestamp::now();
+        let images = Arc::new(Mutex::new(region_ending(now)));
+        let (ecs, pages) = fake_ecs(images.clone()).await;
+        let in_flight = InFlight::new(quick());
+        let mut wakes = in_flight.wakes("ImageCopy");
+        let since = now - SignedDuration::from_secs(200);
+        in_flight
+            .listing(&ecs, "key", "cn-shanghai", since, now, None)
+            .await
+            .unwrap();
+        follow_all(&in_flight, &ecs, now);
+        lock(&pages).clear();
+        lock(&images)[150] = image(
+            "m-due",
+            "Available",
+            "100%",
+            now - SignedDuration::from_secs(99),
+        );
+        let woken = tokio::time::timeout(Duration::from_secs(3), wakes.next()).await;
+        assert_eq!(woken.ok().flatten(), Some(key("m-due")));
+        let asked = lock(&pages).clone();
+        let ended = ended_statuses()
+            .iter()
+            .map(|s| s.as_str())
+            .collect::<Vec<_>>()
+            .join(",");
+        assert_eq!(
+            asked,
+            [ended],
+            "one page of ended images, not the 2 pages of everything in flight"
+        );
+        // Its object reads the news in the latest listing, without a listing of its own.
+        let after_end = Timestamp::now() - SignedDuration::from_millis(900);
+        let read = in_flight
+            .listing(&ecs, "key", "cn-shanghai", since, after_end, Some("m-due"))
+            .await
+            .unwrap();
+        assert_eq!(
+            read.image("m-due").map(|i| i.state.clone()),
+            Some(ImageState::Available)
+        );
+        assert_eq!(
+            read.image("m-new7").map(|i| i.state.clone()),
+            Some(ImageState::Creating),
+            "the copies still running are as the full listing showed them"
+        );
+        assert!(
+            read.taken_at < after_end,
+            "absence is judged by the full listing's time"
+        );
+        assert_eq!(lock(&pages).len(), 1);
+        assert_eq!(in_flight.followed_count(), 150);
+    }
+
+    #[tokio::test]
+    async fn an_end_looked_for_in_vain_goes_back_to_progress_looks_without_a_hot_loop() {
+        let now = Timestamp::now();
+        let (ecs, pages) = fake_ecs(Arc::new(Mutex::new(region_ending(now)))).await;
+        let in_flight = InFlight::new(quick());
+        let _wakes = in_flight.wakes("ImageCopy");
+        follow_all(&in_flight, &ecs, now);
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        let asked = lock(&pages).clone();
+        let full = followed_statuses()
+            .iter()
+            .map(|s| s.as_str())
+            .collect::<Vec<_>>()
+            .join(",");
+        let ends = asked.iter().filter(|s| **s != full).count();
+        assert_eq!(
+            ends,
+            usize::from(END_LOOKS),
+            "three looks for the end that never came: {asked:?}"
+        );
+        assert!(
+            (2..=4).contains(&(asked.len() - ends)),
+            "then a full listing of 2 pages at the poll interval: {asked:?}"
+        );
+        assert_eq!(in_flight.followed_count(), 151, "nothing taken for ended");
     }
 }

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use futures::FutureExt;
 use futures::future::{BoxFuture, Shared};
-use k8s_openapi::jiff::Timestamp;
+use k8s_openapi::jiff::{SignedDuration, Timestamp};
 
 use super::owned_images::{ImageSnapshot, snapshot};
 use crate::api::OWNER_UID_TAG;
@@ -45,6 +45,16 @@ pub fn followed_statuses() -> Vec<ImageStatus> {
     ]
 }
 
+/// Every status of an image no longer in flight: what a listing made only to see which copies
+/// ended asks for. Those copies are older than the ones still running, so newest first such a
+/// listing reaches back to the copy due in one page, however many run after it.
+pub fn ended_statuses() -> Vec<ImageStatus> {
+    followed_statuses()
+        .into_iter()
+        .filter(|s| !matches!(s, ImageStatus::Creating | ImageStatus::Waiting))
+        .collect()
+}
+
 /// One region's owned images at one moment.
 #[derive(Debug)]
 pub struct Listing {
@@ -65,13 +75,16 @@ pub struct Listing {
 }
 
 /// What the objects need of one listed image.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 struct Record {
     snapshot: ImageSnapshot,
     /// `CreationTime`, when readable.
     created: Option<Timestamp>,
     /// The owner UID tag.
     owner: Option<Box<str>>,
+    /// How long after the listing's `taken_at` this image was read, in milliseconds: 0 but for
+    /// news from a later, narrower listing (see [`Listing::with_news`]).
+    read_after_ms: u32,
 }
 
 impl Record {
@@ -80,6 +93,7 @@ impl Record {
             snapshot: snapshot(image),
             created: image.created(),
             owner: image.tag(OWNER_UID_TAG).map(Box::from),
+            read_after_ms: 0,
         }
     }
 }
@@ -163,6 +177,27 @@ impl Listing {
 
     pub fn image(&self, image_id: &str) -> Option<&ImageSnapshot> {
         self.record(image_id).map(|r| &r.snapshot)
+    }
+
+    /// When the image was read: `taken_at`, or later for news merged in.
+    pub fn read_at(&self, image_id: &str) -> Option<Timestamp> {
+        let after = self.record(image_id)?.read_after_ms;
+        Some(self.taken_at + SignedDuration::from_millis(i64::from(after)))
+    }
+
+    /// This listing with the images of `news`, a later listing of fewer statuses (the copies
+    /// that ended), in place of what it showed of them. It stays as old as it was for every
+    /// other image and for absence: `news` says nothing of the images it does not show.
+    pub fn with_news(&self, news: &Listing) -> Listing {
+        let later = news.taken_at.duration_since(self.taken_at).as_millis();
+        let read_after_ms = u32::try_from(later.max(0)).unwrap_or(u32::MAX);
+        let mut records = self.records.clone();
+        records.extend(news.records.iter().map(|record| Record {
+            read_after_ms: read_after_ms.max(record.read_after_ms),
+            ..record.clone()
+        }));
+        // `from_records` keeps the later of two records of one image: the news.
+        Listing::from_records(self.taken_at, self.covers_since, records)
     }
 
     /// When ECS says the image was made.

@@ -153,10 +153,11 @@ impl<K: CloudTask> Pass<'_, K> {
         if K::in_flight(&self.status) || K::nothing_to_release(&self.status) {
             // A followed image needs the listing only back to itself; anything else, back to
             // the object's creation.
-            let since = match self.obj.followed(&self.status) {
+            let followed = self.obj.followed(&self.status);
+            let since = match &followed {
                 Some(followed) => ctx
                     .in_flight
-                    .since(&ecs.client, &ecs.signer, region, &followed),
+                    .since(&ecs.client, &ecs.signer, region, followed),
                 None => listed_since(self.obj),
             };
             // Before anything started, what the object may own was made before the status that
@@ -168,7 +169,14 @@ impl<K: CloudTask> Pass<'_, K> {
                 Timestamp::now() - ctx.timing.poll_interval
             };
             ctx.in_flight
-                .listing(&ecs.client, &ecs.signer, region, since, taken_after)
+                .listing(
+                    &ecs.client,
+                    &ecs.signer,
+                    region,
+                    since,
+                    taken_after,
+                    followed.as_ref().map(|f| f.image_id.as_str()),
+                )
                 .await
         } else {
             ctx.listings.get(&ecs.client, &ecs.signer, region).await
