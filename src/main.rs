@@ -3,12 +3,6 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use ecs_image_operator::{api, ecs, emulator, operator};
 
-/// mimalloc rather than glibc's malloc: the operator holds thousands of objects as many small
-/// strings, which mimalloc keeps in size classes without a header each, and it hands freed
-/// pages back to the system instead of keeping them per thread.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 /// Manages Alibaba Cloud ECS image copy, import and export tasks from Kubernetes.
 #[derive(Parser)]
 #[command(name = "ecs-image-operator", version, about)]
