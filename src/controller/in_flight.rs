@@ -1125,39 +1125,26 @@ mod tests {
     async fn an_object_writing_back_what_the_poller_saw_keeps_its_next_look() {
         let (ecs, _) = fake_ecs(Arc::default()).await;
         let in_flight = InFlight::new(quick());
+        let follow =
+            |f: Followed| in_flight.follow(&ecs, "key", "cn-shanghai", "uid-1", key("m-1"), f);
         let due = || {
             let region = lock(&in_flight.regions).values().next().cloned().unwrap();
             lock(&region.state).entries["uid-1"].due
         };
         let seen = followed("m-1", ImageState::Creating, Some("10%"), 20);
-        in_flight.follow(
-            &ecs,
-            "key",
-            "cn-shanghai",
-            "uid-1",
-            key("m-1"),
-            seen.clone(),
-        );
+        follow(seen.clone());
         let first = due();
         tokio::time::sleep(Duration::from_millis(300)).await;
-        in_flight.follow(
-            &ecs,
-            "key",
-            "cn-shanghai",
-            "uid-1",
-            key("m-1"),
-            seen.clone(),
-        );
+        follow(seen.clone());
         assert_eq!(
             due(),
             first,
             "a look 300 ms later would cost a listing of its own"
         );
-        let moved = Followed {
+        follow(Followed {
             progress: Some("11%".into()),
             ..seen
-        };
-        in_flight.follow(&ecs, "key", "cn-shanghai", "uid-1", key("m-1"), moved);
+        });
         assert_ne!(
             due(),
             first,
