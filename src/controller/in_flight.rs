@@ -31,6 +31,7 @@ use tracing::{debug, warn};
 use super::listings::{Listing, ended_statuses, followed_statuses};
 use super::owned_images::{ImageState, listed_after};
 use super::progress_trail::ProgressTrail;
+use super::wakes::Wakes;
 use crate::api::OWNER_UID_TAG;
 use crate::ecs::{
     DescribeImagesRequest, EcsClient, EcsError, Image, ImageStatus, MAX_PAGE_SIZE, MAX_PAGES,
@@ -157,8 +158,6 @@ pub struct InFlight {
     wakes: Wakes,
 }
 
-type Wakes = Arc<Mutex<HashMap<&'static str, mpsc::UnboundedSender<ObjectKey>>>>;
-
 impl InFlight {
     pub fn new(pacing: Pacing) -> Self {
         InFlight {
@@ -170,9 +169,7 @@ impl InFlight {
 
     /// The objects of `kind` to reconcile because their image changed.
     pub fn wakes(&self, kind: &'static str) -> mpsc::UnboundedReceiver<ObjectKey> {
-        let (sender, receiver) = mpsc::unbounded();
-        lock(&self.wakes).insert(kind, sender);
-        receiver
+        self.wakes.receiver(kind)
     }
 
     /// Follows (or goes on following) an object's image in flight.
@@ -559,11 +556,8 @@ impl Poller {
     }
 
     fn wake(&self, objects: &[ObjectKey]) {
-        let wakes = lock(&self.wakes);
         for object in objects {
-            if let Some(sender) = wakes.get(object.kind) {
-                let _ = sender.unbounded_send(object.clone());
-            }
+            self.wakes.wake(object);
         }
     }
 

@@ -1,6 +1,6 @@
 //! Objects to reconcile now, sent to each kind's controller (kube-runtime's `reconcile_on`):
-//! how the drift check and the turns to start reach objects that wait for no change of their
-//! own and keep no timer in the controller's scheduler.
+//! how the in-flight pollers, the drift check and the turns to start reach objects that wait for
+//! no change of their own and keep no timer in the controller's scheduler.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
