@@ -62,6 +62,12 @@ pub struct RunArgs {
     /// looked for when its progress says it is due.
     #[arg(long, default_value = "10s", value_parser = interval)]
     pub poll_interval: Duration,
+    /// Status writes that only show new progress, per second over all objects in flight: with
+    /// many copies running, each shows its progress less often than every poll interval, and
+    /// starts and finished copies do not wait behind a burst of progress writes. Starts, ends
+    /// and failures are written at once, whatever this says.
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..))]
+    pub progress_writes_per_second: u32,
     /// The drift-check interval: finished copies and imports are checked (for example for
     /// out-of-band deletion) against one listing per region per interval.
     #[arg(long, default_value = "5m", value_parser = interval)]
@@ -227,6 +233,7 @@ async fn serve(args: RunArgs) -> Result<(), String> {
         poll_interval: args.poll_interval,
         resync_interval: args.resync_interval,
         stalled_retry: args.stalled_retry,
+        progress_writes_per_second: args.progress_writes_per_second,
         ..Default::default()
     };
     let ctx = Arc::new(Context::new(

@@ -30,6 +30,7 @@ use tracing::{debug, warn};
 
 use super::listings::{Listing, ended_statuses, followed_statuses};
 use super::owned_images::{ImageState, listed_after};
+use super::progress_budget::ProgressBudget;
 use super::progress_trail::ProgressTrail;
 use super::wakes::Wakes;
 use crate::api::OWNER_UID_TAG;
@@ -73,12 +74,16 @@ pub struct Pacing {
     pub wait_limit: Duration,
     /// A region with nothing followed and nothing asked for this long loses its poller.
     pub idle_exit: Duration,
+    /// Objects woken for new progress alone, per second over all regions (see
+    /// [`ProgressBudget`]).
+    pub progress_writes_per_second: u32,
 }
 
 impl Pacing {
-    pub fn new(poll_interval: Duration) -> Self {
+    pub fn new(poll_interval: Duration, progress_writes_per_second: u32) -> Self {
         Pacing {
             poll_interval,
+            progress_writes_per_second,
             min_gap: MIN_GAP.min(poll_interval),
             end_gap: END_GAP.min(poll_interval),
             wait_limit: poll_interval.max(Duration::from_secs(15)),
@@ -115,6 +120,8 @@ struct Entry {
     /// Looks for its end that did not find it ended (see [`END_LOOKS`]).
     end_misses: u8,
     progress_woken: Option<Instant>,
+    /// New progress the poller saw but did not wake the object for (the budget was spent).
+    progress_unshown: bool,
     /// The progress listings showed for the image, for the estimate of its end.
     trail: ProgressTrail,
 }
@@ -156,11 +163,16 @@ pub struct InFlight {
     pacing: Pacing,
     regions: Arc<Mutex<HashMap<Key, Arc<Region>>>>,
     wakes: Wakes,
+    progress_budget: Arc<ProgressBudget>,
 }
 
 impl InFlight {
     pub fn new(pacing: Pacing) -> Self {
         InFlight {
+            progress_budget: Arc::new(ProgressBudget::new(
+                pacing.progress_writes_per_second,
+                pacing.poll_interval,
+            )),
             pacing,
             regions: Arc::default(),
             wakes: Wakes::default(),
@@ -219,6 +231,8 @@ impl InFlight {
                 look,
                 end_misses,
                 progress_woken,
+                // Whatever it wrote, the next listing compares with it.
+                progress_unshown: false,
                 trail,
             },
         );
@@ -342,6 +356,7 @@ impl InFlight {
             regions: self.regions.clone(),
             wakes: self.wakes.clone(),
             pacing: self.pacing.clone(),
+            progress_budget: self.progress_budget.clone(),
         };
         tokio::spawn(poller.run());
         slot
@@ -400,6 +415,7 @@ struct Poller {
     regions: Arc<Mutex<HashMap<Key, Arc<Region>>>>,
     wakes: Wakes,
     pacing: Pacing,
+    progress_budget: Arc<ProgressBudget>,
 }
 
 /// What the poller does next.
@@ -603,6 +619,8 @@ impl Poller {
         let wall = Timestamp::now();
         let mut woken = Vec::new();
         let mut finished = Vec::new();
+        // Objects with new progress to show: (when last woken for progress, UID).
+        let mut progressed = Vec::new();
         for (uid, entry) in state.entries.iter_mut() {
             let followed = &mut entry.followed;
             let listed = listing.image(&followed.image_id);
@@ -619,12 +637,16 @@ impl Poller {
                 // Absent from a listing that should show it: its object looks it up by id.
                 None => listed_after(Some(followed.started), listing.taken_at),
             };
-            if ended || state_now.as_ref().is_some_and(|s| *s != followed.state) {
+            let state_changed = state_now.as_ref().is_some_and(|s| *s != followed.state);
+            if ended || state_changed {
                 woken.push(entry.object.clone());
                 if ended {
                     finished.push(uid.clone());
                     continue;
                 }
+                // It writes its progress too, outside the budget.
+                entry.progress_woken = Some(now);
+                entry.progress_unshown = false;
             }
             if let Some(created) = listing.created(&followed.image_id) {
                 entry.since = before(created);
@@ -646,9 +668,8 @@ impl Poller {
                 let progress_due = entry
                     .progress_woken
                     .is_none_or(|at| now >= at + self.pacing.poll_interval * 9 / 10);
-                if moved && progress_due {
-                    woken.push(entry.object.clone());
-                    entry.progress_woken = Some(now);
+                if (moved || entry.progress_unshown) && progress_due {
+                    progressed.push((entry.progress_woken, uid.clone()));
                 }
             }
             let (after, look) = next_look(
@@ -663,6 +684,19 @@ impl Poller {
         }
         for uid in finished {
             state.entries.remove(&uid);
+        }
+        // Never shown first, then those shown longest ago.
+        progressed.sort_unstable();
+        let shown = self.progress_budget.take(progressed.len());
+        for (index, (_, uid)) in progressed.iter().enumerate() {
+            let Some(entry) = state.entries.get_mut(uid) else {
+                continue;
+            };
+            entry.progress_unshown = index >= shown;
+            if index < shown {
+                woken.push(entry.object.clone());
+                entry.progress_woken = Some(now);
+            }
         }
         debug!(region = %self.key.0, followed = state.entries.len(), "listed the images in flight");
         woken
@@ -897,7 +931,75 @@ mod tests {
             end_gap: Duration::from_millis(100),
             wait_limit: Duration::from_secs(5),
             idle_exit: Duration::from_secs(60),
+            progress_writes_per_second: 1000,
         }
+    }
+
+    /// What one listing of the region, asked for now, wakes: every object woken within a
+    /// moment of the first.
+    async fn woken_by_a_listing(
+        in_flight: &InFlight,
+        ecs: &EcsClient,
+        wakes: &mut mpsc::UnboundedReceiver<ObjectKey>,
+    ) -> Vec<String> {
+        let now = Timestamp::now();
+        let since = now - SignedDuration::from_hours(1);
+        in_flight
+            .listing(ecs, "key", "cn-shanghai", since, now, None)
+            .await
+            .unwrap();
+        let mut names = Vec::new();
+        while let Ok(Some(object)) =
+            tokio::time::timeout(Duration::from_millis(300), wakes.next()).await
+        {
+            names.push(object.name);
+        }
+        names.sort();
+        names
+    }
+
+    #[tokio::test]
+    async fn progress_alone_wakes_objects_within_the_budget_the_ones_not_shown_first() {
+        let now = Timestamp::now();
+        let copies = ["m-a", "m-b", "m-c", "m-d"];
+        let mut all: Vec<Value> = copies
+            .iter()
+            .map(|id| image(id, "Creating", "50%", now))
+            .collect();
+        all.push(image("m-done", "Available", "100%", now));
+        let (ecs, _) = fake_ecs(Arc::new(Mutex::new(all))).await;
+        // One write a second, two at most at once (a 2 s poll interval's worth).
+        let in_flight = InFlight::new(Pacing {
+            progress_writes_per_second: 1,
+            ..quick()
+        });
+        let mut wakes = in_flight.wakes("ImageCopy");
+        for id in copies.iter().chain(&["m-done"]) {
+            // Far from their end: no look of their own comes during the test.
+            let f = followed(id, ImageState::Creating, Some("40%"), 300);
+            in_flight.follow(&ecs, "key", "cn-shanghai", &format!("uid-{id}"), key(id), f);
+        }
+        let mut first = woken_by_a_listing(&in_flight, &ecs, &mut wakes).await;
+        assert_eq!(first.len(), 3, "two progress writes and the end: {first:?}");
+        assert!(
+            first.contains(&"m-done".into()),
+            "an end never waits: {first:?}"
+        );
+        first.retain(|name| name != "m-done");
+
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let spent = woken_by_a_listing(&in_flight, &ecs, &mut wakes).await;
+        assert!(spent.is_empty(), "the budget is spent: {spent:?}");
+
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let second = woken_by_a_listing(&in_flight, &ecs, &mut wakes).await;
+        assert_eq!(second.len(), 2, "{second:?}");
+        let mut both: Vec<String> = first.iter().chain(&second).cloned().collect();
+        both.sort();
+        assert_eq!(
+            both, copies,
+            "the copies whose 50% was not shown yet, not those shown already"
+        );
     }
 
     #[tokio::test]

@@ -14,6 +14,7 @@ pub mod in_flight;
 pub mod listings;
 pub mod metrics;
 pub mod owned_images;
+pub mod progress_budget;
 pub mod progress_trail;
 pub mod start_slots;
 pub mod task;
@@ -46,6 +47,8 @@ pub struct Timing {
     pub stalled_retry: Duration,
     /// Ceiling of the per-object backoff after transient errors.
     pub max_backoff: Duration,
+    /// Status writes for new progress alone, per second over every object in flight.
+    pub progress_writes_per_second: u32,
 }
 
 impl Default for Timing {
@@ -55,6 +58,7 @@ impl Default for Timing {
             resync_interval: Duration::from_secs(300),
             stalled_retry: Duration::from_secs(300),
             max_backoff: Duration::from_secs(300),
+            progress_writes_per_second: 10,
         }
     }
 }
@@ -115,7 +119,10 @@ impl Context {
             drift: Drift::new(timing.resync_interval, listings.clone(), wakes.clone()),
             wakes,
             listings,
-            in_flight: InFlight::new(Pacing::new(timing.poll_interval)),
+            in_flight: InFlight::new(Pacing::new(
+                timing.poll_interval,
+                timing.progress_writes_per_second,
+            )),
             running_exports: RegionListings::new(timing.poll_interval),
             backoffs: Backoffs::new(timing.poll_interval, timing.max_backoff),
             progress_reads: Throttle::new(timing.poll_interval * PROGRESS_READ_POLLS),
