@@ -254,6 +254,34 @@ impl InFlight {
         image_since(&state, followed).0
     }
 
+    /// How old a listing may be for the object `uid` following `image_id`. While the region's
+    /// poller follows that image it looks at it on its own schedule, at most
+    /// [`PROGRESS_POLLS`] poll intervals apart, and wakes the object when it changes: a
+    /// reconcile on a timer of the object's own (the controller's safety-net requeue) reads
+    /// the poller's latest listing rather than asking for a listing of its own. Otherwise a
+    /// poll interval.
+    pub fn listing_age_limit(
+        &self,
+        signer: &str,
+        region: &str,
+        uid: &str,
+        image_id: &str,
+    ) -> Duration {
+        let key = (region.to_string(), signer.to_string());
+        let slot = lock(&self.regions).get(&key).cloned();
+        let followed = slot.is_some_and(|slot| {
+            lock(&slot.state)
+                .entries
+                .get(uid)
+                .is_some_and(|entry| entry.followed.image_id == image_id)
+        });
+        if followed {
+            self.pacing.poll_interval * PROGRESS_POLLS
+        } else {
+            self.pacing.poll_interval
+        }
+    }
+
     /// Stops following the object, wherever it was followed.
     pub fn unfollow(&self, uid: &str) {
         let regions: Vec<Arc<Region>> = lock(&self.regions).values().cloned().collect();
@@ -1000,6 +1028,48 @@ mod tests {
             both, copies,
             "the copies whose 50% was not shown yet, not those shown already"
         );
+    }
+
+    #[tokio::test]
+    async fn a_followed_object_on_its_own_timer_reads_the_pollers_listing_instead_of_asking() {
+        let now = Timestamp::now();
+        let images = vec![image("m-a", "Creating", "50%", now)];
+        let (ecs, pages) = fake_ecs(Arc::new(Mutex::new(images))).await;
+        let in_flight = InFlight::new(quick());
+        let f = followed("m-a", ImageState::Creating, Some("50%"), 300);
+        in_flight.follow(&ecs, "key", "cn-shanghai", "uid-a", key("m-a"), f);
+        let since = now - SignedDuration::from_hours(1);
+        in_flight
+            .listing(&ecs, "key", "cn-shanghai", since, now, None)
+            .await
+            .unwrap();
+        assert_eq!(lock(&pages).len(), 1);
+
+        let poll = quick().poll_interval;
+        let limit =
+            |uid: &str, image: &str| in_flight.listing_age_limit("key", "cn-shanghai", uid, image);
+        assert_eq!(limit("uid-a", "m-a"), poll * PROGRESS_POLLS);
+        assert_eq!(
+            limit("uid-a", "m-other"),
+            poll,
+            "another image than the one followed"
+        );
+        assert_eq!(limit("uid-b", "m-a"), poll, "not followed");
+        assert_eq!(
+            in_flight.listing_age_limit("key", "cn-beijing", "uid-a", "m-a"),
+            poll,
+            "another region"
+        );
+
+        // Past a poll interval, the object followed still reads the poller's listing.
+        tokio::time::sleep(poll + Duration::from_millis(200)).await;
+        let taken_after = Timestamp::now() - limit("uid-a", "m-a");
+        let listing = in_flight
+            .listing(&ecs, "key", "cn-shanghai", since, taken_after, Some("m-a"))
+            .await
+            .unwrap();
+        assert!(listing.image("m-a").is_some());
+        assert_eq!(lock(&pages).len(), 1, "no listing of its own");
     }
 
     #[tokio::test]

@@ -162,11 +162,16 @@ impl<K: CloudTask> Pass<'_, K> {
             };
             // Before anything started, what the object may own was made before the status that
             // says so was lost, so any listing taken since the object exists will do (however
-            // long it waited for its turn); work in flight needs one a poll interval old at most.
+            // long it waited for its turn); work in flight needs one a poll interval old at most,
+            // or as old as the poller's schedule allows when the poller follows it already.
             let taken_after = if K::nothing_to_release(&self.status) {
                 created_at(self.obj) + LISTING_AFTER_CREATION
             } else {
-                Timestamp::now() - ctx.timing.poll_interval
+                let age_limit = followed.as_ref().map_or(ctx.timing.poll_interval, |f| {
+                    ctx.in_flight
+                        .listing_age_limit(&ecs.signer, region, &self.uid, &f.image_id)
+                });
+                Timestamp::now() - age_limit
             };
             ctx.in_flight
                 .listing(
