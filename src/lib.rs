@@ -6,6 +6,7 @@
 //! - [`emulator`]: the ECS emulator used by tests and the demo (no controller imports).
 //! - [`controller`]: one module per kind; decisions are pure functions, IO stays at the edges.
 
+pub mod allocator;
 pub mod api;
 pub mod controller;
 pub mod ecs;

@@ -1,7 +1,7 @@
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use ecs_image_operator::{api, ecs, emulator, operator};
+use ecs_image_operator::{allocator, api, ecs, emulator, operator};
 
 /// Manages Alibaba Cloud ECS image copy, import and export tasks from Kubernetes.
 #[derive(Parser)]
@@ -23,14 +23,27 @@ enum Command {
     Ecs(ecs::cli::EcsCallArgs),
 }
 
-#[tokio::main]
-async fn main() -> ExitCode {
-    match Cli::parse().command {
-        Command::Run(args) => operator::run(args).await,
-        Command::Crd => print_crds(),
-        Command::Emulator(args) => emulator::run(args).await,
-        Command::Ecs(args) => ecs::cli::run(args).await,
-    }
+fn main() -> ExitCode {
+    allocator::configure();
+    let command = Cli::parse().command;
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            eprintln!("ecs-image-operator: cannot start the async runtime: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(async {
+        match command {
+            Command::Run(args) => operator::run(args).await,
+            Command::Crd => print_crds(),
+            Command::Emulator(args) => emulator::run(args).await,
+            Command::Ecs(args) => ecs::cli::run(args).await,
+        }
+    })
 }
 
 fn print_crds() -> ExitCode {
