@@ -9,6 +9,8 @@
 //! copy shows its progress every poll interval, as without a budget; with many, each shows it
 //! less often, the copies shown least recently first.
 
+// A bucket of its own rather than `governor` (which the ECS client's rate limits use): it runs on
+// tokio's clock, so the pollers' tests with paused time see it refill as the pollers do.
 use std::sync::Mutex;
 use std::time::Duration;
 
