@@ -10,7 +10,7 @@
 //! less often, the copies shown least recently first.
 
 // A bucket of its own rather than `governor` (which the ECS client's rate limits use): it runs on
-// tokio's clock, so the pollers' tests with paused time see it refill as the pollers do.
+// tokio's clock, so a test with paused time sees it refill as time is advanced.
 use std::sync::Mutex;
 use std::time::Duration;
 
