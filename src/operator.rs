@@ -179,6 +179,9 @@ async fn serve(args: RunArgs) -> Result<(), String> {
             let _ = shutdown.wait_for(|requested| *requested).await;
         }
     };
+    tokio::spawn(crate::allocator::return_free_pages(
+        crate::allocator::RETURN_FREE_PAGES_EVERY,
+    ));
     let metrics = Arc::new(Metrics::default());
 
     let extra_roots = match &args.ecs_ca_file {
