@@ -117,7 +117,7 @@ fn calls_in(calls: &Value, action: &str, region: &str) -> usize {
 fn condition_reason(object: &ImageCopy, type_: &str) -> Option<String> {
     condition(object, type_)
         .filter(|c| c.status == "True")
-        .map(|c| c.reason.clone())
+        .map(|c| c.reason.to_string())
 }
 
 #[tokio::test]

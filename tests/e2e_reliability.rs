@@ -62,7 +62,7 @@ async fn delete_secret(stage: &Stage, name: &str) {
 fn stalled_reason(object: &ImageCopy) -> Option<String> {
     condition(object, "Stalled")
         .filter(|c| c.status == "True")
-        .map(|c| c.reason.clone())
+        .map(|c| c.reason.to_string())
 }
 
 /// Defect: an object that never created anything could not be deleted without credentials.

@@ -2,12 +2,13 @@
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::{CustomResource, KubeSchema};
 use serde::{Deserialize, Serialize};
 
 pub use super::common::{DeletionPolicy, SecretReference};
 use super::common::{IMAGE_ID_PATTERN, IMAGE_NAME_PATTERN, REGION_ID_PATTERN, tags_schema};
+use super::condition::Condition;
 
 /// Copies a custom ECS image to another region (`CopyImage`), follows the copy until the
 /// destination image is Available, and on delete cancels a copy in flight or applies

@@ -1,11 +1,12 @@
 //! `ImageExport`: export a custom image to an OSS bucket and follow the export task until the
 //! file is written.
 
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::{CustomResource, KubeSchema};
 use serde::{Deserialize, Serialize};
 
 use super::common::{IMAGE_ID_PATTERN, OSS_BUCKET_PATTERN, REGION_ID_PATTERN, SecretReference};
+use super::condition::Condition;
 
 /// Exports a custom ECS image to an OSS bucket (`ExportImage`) and follows the export task until
 /// it ends; on delete cancels a task in flight (`CancelTask`). The exported file belongs to the

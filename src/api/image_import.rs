@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::{CustomResource, KubeSchema};
 use serde::{Deserialize, Serialize};
 
@@ -11,6 +11,7 @@ use super::common::{
     DeletionPolicy, IMAGE_NAME_PATTERN, OSS_BUCKET_PATTERN, REGION_ID_PATTERN, SecretReference,
     tags_schema,
 };
+use super::condition::Condition;
 
 /// Imports disk image files from OSS as a custom ECS image (`ImportImage`), follows the import
 /// task until the image is Available, and on delete cancels a task in flight (`CancelTask`) or

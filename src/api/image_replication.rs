@@ -3,7 +3,6 @@
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::{CustomResource, KubeSchema};
 use serde::{Deserialize, Serialize};
 
@@ -11,6 +10,7 @@ use super::common::{
     DeletionPolicy, IMAGE_ID_PATTERN, IMAGE_NAME_PATTERN, REGION_ID_PATTERN, SecretReference,
     tags_schema,
 };
+use super::condition::Condition;
 use super::image_copy::CopyPhase;
 
 /// Most destination regions of one replication: more than ECS has regions, few enough to keep

@@ -2,6 +2,7 @@
 //! `crate::controller`.
 
 pub mod common;
+pub mod condition;
 pub mod image_copy;
 pub mod image_export;
 pub mod image_import;
@@ -10,6 +11,7 @@ pub mod image_replication;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::CustomResourceExt;
 
+pub use condition::{Condition, Word};
 pub use image_copy::{ImageCopy, ImageCopySpec, ImageCopyStatus};
 pub use image_export::{ImageExport, ImageExportSpec, ImageExportStatus};
 pub use image_import::{ImageImport, ImageImportSpec, ImageImportStatus};

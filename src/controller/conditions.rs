@@ -1,7 +1,9 @@
-//! `metav1.Condition` bookkeeping shared by every kind: `lastTransitionTime` moves only when a
+//! Condition bookkeeping shared by every kind: `lastTransitionTime` moves only when a
 //! condition's status flips, so `kubectl wait` and alerting see real transitions.
 
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+
+use crate::api::{Condition, Word};
 
 pub const READY: &str = "Ready";
 pub const RECONCILING: &str = "Reconciling";
@@ -43,26 +45,26 @@ pub fn merge(
 ) -> Vec<Condition> {
     let mut merged: Vec<Condition> = previous
         .iter()
-        .filter(|c| !wanted.iter().any(|w| w.type_ == c.type_))
+        .filter(|c| !wanted.iter().any(|w| c.type_ == w.type_))
         .cloned()
         .collect();
     for w in wanted {
-        let status = if w.status { "True" } else { "False" }.to_string();
+        let status = Word::from_static(if w.status { "True" } else { "False" });
         let last_transition_time = previous
             .iter()
             .find(|c| c.type_ == w.type_ && c.status == status)
             .map(|c| c.last_transition_time.clone())
             .unwrap_or_else(|| now.clone());
         merged.push(Condition {
-            type_: w.type_.to_string(),
+            type_: Word::from_static(w.type_),
             status,
-            reason: w.reason.clone(),
+            reason: Word::new(&w.reason),
             message: w.message.clone(),
             observed_generation: generation,
             last_transition_time,
         });
     }
-    merged.sort_by(|a, b| a.type_.cmp(&b.type_));
+    merged.sort_by(|a, b| a.type_.as_str().cmp(b.type_.as_str()));
     merged
 }
 

@@ -12,10 +12,9 @@ use std::time::{Duration, Instant};
 use ecs_image_operator::api::image_copy::CopyPhase;
 use ecs_image_operator::api::image_export::ExportPhase;
 use ecs_image_operator::api::image_import::ImportPhase;
-use ecs_image_operator::api::{ImageCopy, ImageExport, ImageImport, ImageReplication};
+use ecs_image_operator::api::{Condition, ImageCopy, ImageExport, ImageImport, ImageReplication};
 use k8s_openapi::NamespaceResourceScope;
 use k8s_openapi::api::events::v1::Event;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::api::{Api, DeleteParams, ListParams, PostParams};
 use kube::{Client, Resource, ResourceExt};
 use serde::Serialize;
@@ -522,7 +521,7 @@ fn object_manifest(kind: &str, name: &str, mut spec: Value, spec_overrides: Valu
 pub fn true_reason<K: Kind>(object: &K, type_: &str) -> Option<String> {
     condition(object, type_)
         .filter(|c| c.status == "True")
-        .map(|c| c.reason.clone())
+        .map(|c| c.reason.to_string())
 }
 
 pub fn condition<'a, K: Kind>(object: &'a K, type_: &str) -> Option<&'a Condition> {

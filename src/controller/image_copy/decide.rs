@@ -386,10 +386,7 @@ mod tests {
         }
     }
 
-    fn cond<'a>(
-        s: &'a ImageCopyStatus,
-        t: &str,
-    ) -> &'a k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition {
+    fn cond<'a>(s: &'a ImageCopyStatus, t: &str) -> &'a crate::api::Condition {
         conditions::find(&s.conditions, t).expect("condition present")
     }
 

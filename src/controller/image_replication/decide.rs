@@ -10,7 +10,7 @@
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::ObjectMeta;
 use kube::{Resource, ResourceExt};
 use sha2::{Digest, Sha256};
@@ -18,8 +18,8 @@ use sha2::{Digest, Sha256};
 use crate::api::image_copy::CopyPhase;
 use crate::api::image_replication::RegionStatus;
 use crate::api::{
-    ImageCopy, ImageCopySpec, ImageReplication, ImageReplicationSpec, ImageReplicationStatus,
-    REPLICATION_UID_LABEL,
+    Condition, ImageCopy, ImageCopySpec, ImageReplication, ImageReplicationSpec,
+    ImageReplicationStatus, REPLICATION_UID_LABEL,
 };
 use crate::controller::conditions::{self, QUEUED, READY, RECONCILING, STALLED, Wanted};
 use crate::controller::task::decide::Notice;
@@ -316,7 +316,7 @@ pub fn plan(replication: &ImageReplication, uid: &str, children: &[ImageCopy], n
             if let Some(c) =
                 conditions::find(&child_status.conditions, STALLED).filter(|c| c.status == "True")
             {
-                stalled.push((row.id, c.reason.clone(), c.message.clone()));
+                stalled.push((row.id, c.reason.to_string(), c.message.clone()));
             }
         } else {
             line.phase = Some(CopyPhase::Pending);

@@ -1,8 +1,10 @@
 //! Decisions every kind shares, as pure functions: the status after a terminal error, a
 //! retryable error or a blocked deletion, event notices, progress steps and ClientTokens.
 
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use serde::Serialize;
+
+use crate::api::Condition;
 
 use crate::controller::conditions::{self, READY, RECONCILING, STALLED, Wanted};
 
@@ -20,13 +22,13 @@ pub trait TaskStatus: Clone + Default + PartialEq + Serialize + Send + Sync + 's
 macro_rules! task_status {
     ($status:ty, $phase:ident { $($common:ident => $own:ident),+ $(,)? }) => {
         impl $crate::controller::task::decide::TaskStatus for $status {
-            fn conditions(&self) -> &[k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition] {
+            fn conditions(&self) -> &[$crate::api::Condition] {
                 &self.conditions
             }
 
             fn set_conditions(
                 &mut self,
-                conditions: Vec<k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition>,
+                conditions: Vec<$crate::api::Condition>,
             ) {
                 self.conditions = conditions;
             }
