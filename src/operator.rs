@@ -2,7 +2,6 @@
 //! controller per kind under one shutdown and one leader lease, and the `/metrics`,
 //! `/healthz`, `/readyz` endpoints.
 
-use std::hash::{Hash, Hasher};
 use std::io::IsTerminal;
 use std::net::SocketAddr;
 use std::process::ExitCode;
@@ -27,6 +26,7 @@ use tracing::{error, info, warn};
 use crate::api::{ImageCopy, ImageExport, ImageImport, ImageReplication, REPLICATION_UID_LABEL};
 use crate::controller::image_replication::{self, Replications};
 use crate::controller::metrics::Metrics;
+use crate::controller::needs_work::NeedsWork;
 use crate::controller::task::{self, CloudTask};
 use crate::controller::{Context, Timing, events::Recorder};
 use crate::ecs::{CallObserver, CredentialsProvider, EcsClient, EcsClientConfig, Fence};
@@ -477,9 +477,8 @@ async fn run_replications(
         .await;
 }
 
-/// The cache of kind `K` and the stream of its changes that need work. Only changes that need
-/// work wake the controller: a status write (ours) must not, or an error path whose status
-/// changes would retry at once instead of after its backoff.
+/// The cache of kind `K` and the stream of its changes that need work (`NeedsWork`): a status
+/// write, ours, wakes no reconcile.
 fn changes_needing_work<K: Watched>(
     client: &Client,
     namespace: Option<&str>,
@@ -495,8 +494,15 @@ fn changes_needing_work<K: Watched>(
     .default_backoff()
     .modify(strip_for_cache)
     .reflect(writer)
-    .applied_objects()
-    .predicate_filter(needs_reconcile::<K>, Default::default());
+    .filter_map({
+        let mut needs_work = NeedsWork::default();
+        move |event| {
+            futures::future::ready(match event {
+                Ok(event) => needs_work.filter(event).map(Ok),
+                Err(error) => Some(Err(error)),
+            })
+        }
+    });
     (reader, changes)
 }
 
@@ -544,17 +550,6 @@ fn strip_for_cache<K: Resource>(obj: &mut K) {
 }
 
 const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
-
-/// What a reconciliation depends on besides the cloud: the spec (generation), the finalizers,
-/// and whether deletion started.
-fn needs_reconcile<K: Resource>(obj: &K) -> Option<u64> {
-    let meta = obj.meta();
-    let mut hasher = std::hash::DefaultHasher::new();
-    meta.generation.hash(&mut hasher);
-    meta.finalizers.hash(&mut hasher);
-    meta.deletion_timestamp.is_some().hash(&mut hasher);
-    Some(hasher.finish())
-}
 
 /// Where a pod finds the namespace of its service account.
 const SERVICE_ACCOUNT_NAMESPACE_FILE: &str =

@@ -13,6 +13,7 @@ pub mod image_replication;
 pub mod in_flight;
 pub mod listings;
 pub mod metrics;
+pub mod needs_work;
 pub mod owned_images;
 pub mod progress_budget;
 pub mod progress_trail;
