@@ -4,7 +4,8 @@
 //! kube-runtime's `Recorder` does the same, but keeps every event it published, whole, in a map
 //! it prunes only when it publishes again: at 2,000 objects that map was three quarters of the
 //! operator's heap, and its growth the peak of the process (BENCHMARKS.md). A repeat needs only
-//! the first event's name and count, so that is all this keeps, for at most [`CAPACITY`] events.
+//! the first event's name and count, so that is all this keeps, under a digest of what makes
+//! two events the same, for at most [`CAPACITY`] events.
 //! A repeat whose entry was dropped starts a new Event object, as a repeat after the window does.
 
 use std::collections::HashMap;
@@ -19,14 +20,15 @@ use kube::api::{Api, Patch, PatchParams, PostParams};
 use kube::runtime::events::{Event, EventType, Reporter};
 use kube::{Client, Error};
 use serde_json::json;
+use sha2::{Digest, Sha256};
 
 /// How long after its last occurrence an event can still be repeated as a series: client-go's
 /// and kube-runtime's choice, well within the apiserver's one-hour event TTL.
 const SERIES_WINDOW: Duration = Duration::from_secs(6 * 60);
 
 /// The most events remembered for series at once (client-go's event cache is as large). Each
-/// is about a hundred bytes plus its note, so the cache stays under a megabyte however many
-/// objects there are.
+/// is a digest, the first Event's name, a count and a time, about 120 bytes with the map's own,
+/// so the cache stays under half a megabyte however many objects there are.
 const CAPACITY: usize = 4096;
 
 /// Publishes events; shared by every reconcile.
@@ -52,7 +54,7 @@ impl Recorder {
         let now = Timestamp::now();
         let namespace = regarding.namespace.as_deref().unwrap_or("default");
         let events: Api<K8sEvent> = Api::namespaced(self.client.clone(), namespace);
-        let repeat = self.lock().repeat(&key, now);
+        let repeat = self.lock().repeat(key, now);
         if let Some(Repeat { name, count }) = repeat {
             let series = json!({"series": {"count": count, "lastObservedTime": MicroTime(now)}});
             match events
@@ -124,14 +126,15 @@ fn type_name(type_: EventType) -> &'static str {
 }
 
 /// What makes two events of this recorder the same occurrence: both objects, type, reason,
-/// action and note (the Events API does not let a series change its note). One string, so an
-/// entry is one allocation. Fields are separated by NUL, which only the note, placed last, could
-/// hold.
-fn series_key(event: &Event, regarding: &ObjectReference) -> String {
-    let mut key = String::new();
+/// action and note (the Events API does not let a series change its note), as a digest. The
+/// fields joined would take a few hundred bytes per remembered event; 128 bits of their SHA-256
+/// take 16, and two different occurrences share them with a chance of about 2^-128 per pair.
+/// Fields are separated by NUL, which only the note, placed last, could hold.
+fn series_key(event: &Event, regarding: &ObjectReference) -> SeriesKey {
+    let mut digest = Sha256::new();
     let mut field = |value: &str| {
-        key.push_str(value);
-        key.push('\0');
+        digest.update(value.as_bytes());
+        digest.update([0]);
     };
     for reference in std::iter::once(regarding).chain(event.secondary.as_ref()) {
         for part in [
@@ -147,9 +150,14 @@ fn series_key(event: &Event, regarding: &ObjectReference) -> String {
     field(type_name(event.type_));
     field(&event.reason);
     field(&event.action);
-    key.push_str(event.note.as_deref().unwrap_or_default());
-    key
+    digest.update(event.note.as_deref().unwrap_or_default().as_bytes());
+    let mut key = [0; 16];
+    key.copy_from_slice(&digest.finalize()[..16]);
+    SeriesKey::from_be_bytes(key)
 }
+
+/// See [`series_key`].
+type SeriesKey = u128;
 
 /// The next occurrence of a remembered event.
 #[derive(Debug, PartialEq, Eq)]
@@ -170,7 +178,7 @@ struct Entry {
 struct SeriesCache {
     capacity: usize,
     window: Duration,
-    entries: HashMap<String, Entry>,
+    entries: HashMap<SeriesKey, Entry>,
     /// When expired entries were last dropped.
     swept: Option<Timestamp>,
 }
@@ -191,8 +199,8 @@ impl SeriesCache {
     }
 
     /// The series an occurrence at `now` continues, if its event is remembered and recent.
-    fn repeat(&self, key: &str, now: Timestamp) -> Option<Repeat> {
-        let entry = self.entries.get(key).filter(|e| self.live(e, now))?;
+    fn repeat(&self, key: SeriesKey, now: Timestamp) -> Option<Repeat> {
+        let entry = self.entries.get(&key).filter(|e| self.live(e, now))?;
         Some(Repeat {
             name: entry.name.clone(),
             count: entry.count.saturating_add(1),
@@ -200,7 +208,7 @@ impl SeriesCache {
     }
 
     /// Remembers that the Event `name` was published (`count` occurrences so far) at `now`.
-    fn record(&mut self, key: String, name: String, count: i32, now: Timestamp) {
+    fn record(&mut self, key: SeriesKey, name: String, count: i32, now: Timestamp) {
         self.sweep(now);
         if self.entries.len() >= self.capacity && !self.entries.contains_key(&key) {
             self.drop_oldest_half();
@@ -264,9 +272,9 @@ mod tests {
     #[test]
     fn a_repeat_within_the_window_continues_the_series_and_one_after_it_does_not() {
         let mut cache = SeriesCache::new(10, Duration::from_secs(360));
-        assert_eq!(cache.repeat("k", at(0)), None);
-        cache.record("k".into(), "c.1".into(), 1, at(0));
-        let repeat = cache.repeat("k", at(300));
+        assert_eq!(cache.repeat(1, at(0)), None);
+        cache.record(1, "c.1".into(), 1, at(0));
+        let repeat = cache.repeat(1, at(300));
         assert_eq!(
             repeat,
             Some(Repeat {
@@ -274,23 +282,23 @@ mod tests {
                 count: 2
             })
         );
-        cache.record("k".into(), "c.1".into(), 2, at(300));
+        cache.record(1, "c.1".into(), 2, at(300));
         assert_eq!(
-            cache.repeat("k", at(600)).map(|r| r.count),
+            cache.repeat(1, at(600)).map(|r| r.count),
             Some(3),
             "the window runs from the last occurrence"
         );
-        assert_eq!(cache.repeat("k", at(660)), None);
-        assert_eq!(cache.repeat("other", at(1)), None);
+        assert_eq!(cache.repeat(1, at(660)), None);
+        assert_eq!(cache.repeat(2, at(1)), None);
     }
 
     #[test]
     fn expired_events_are_dropped_without_waiting_for_the_same_event_again() {
         let mut cache = SeriesCache::new(100, Duration::from_secs(360));
         for i in 0..50 {
-            cache.record(format!("k{i}"), format!("e{i}"), 1, at(0));
+            cache.record(i, format!("e{i}"), 1, at(0));
         }
-        cache.record("late".into(), "late".into(), 1, at(400));
+        cache.record(50, "late".into(), 1, at(400));
         assert_eq!(cache.len(), 1, "only the recent event is kept");
     }
 
@@ -298,14 +306,11 @@ mod tests {
     fn the_cache_never_holds_more_than_its_capacity() {
         let mut cache = SeriesCache::new(100, Duration::from_secs(360));
         for i in 0..10_000 {
-            cache.record(format!("k{i}"), format!("e{i}"), 1, at(i / 100));
+            cache.record(i, format!("e{i}"), 1, at(i as i64 / 100));
             assert!(cache.len() <= 100);
         }
-        assert!(
-            cache.repeat("k9999", at(100)).is_some(),
-            "the newest are kept"
-        );
-        assert_eq!(cache.repeat("k0", at(100)), None);
+        assert!(cache.repeat(9999, at(100)).is_some(), "the newest are kept");
+        assert_eq!(cache.repeat(0, at(100)), None);
     }
 
     fn copy_reference(name: &str) -> ObjectReference {
