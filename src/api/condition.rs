@@ -118,22 +118,10 @@ fn shared(word: &str) -> Option<&'static str> {
     Some(stored)
 }
 
-impl Default for Word {
-    fn default() -> Self {
-        Word::from_static("")
-    }
-}
-
 impl Deref for Word {
     type Target = str;
 
     fn deref(&self) -> &str {
-        self.as_str()
-    }
-}
-
-impl AsRef<str> for Word {
-    fn as_ref(&self) -> &str {
         self.as_str()
     }
 }
@@ -173,12 +161,6 @@ impl PartialEq<&str> for Word {
 impl PartialEq<String> for Word {
     fn eq(&self, other: &String) -> bool {
         self.as_str() == other
-    }
-}
-
-impl From<&str> for Word {
-    fn from(word: &str) -> Word {
-        Word::new(word)
     }
 }
 
