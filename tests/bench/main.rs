@@ -262,6 +262,7 @@ async fn run(config: &BenchConfig) -> Report {
         .count() as u64,
         ..Side::from_copies(
             config.copy_seconds,
+            f64::from(config.region_qps),
             baseline_run.copies.iter().map(|c| {
                 let available = available_at
                     .get(&(c.region.to_string(), c.image_id.clone()))
@@ -402,6 +403,7 @@ async fn run(config: &BenchConfig) -> Report {
         .count() as u64,
         ..Side::from_copies(
             config.copy_seconds,
+            f64::from(config.region_qps),
             observed.iter().filter_map(|o| {
                 let available = o
                     .image_id

@@ -125,6 +125,29 @@ pub fn max(values: &[f64]) -> Option<f64> {
         .reduce(f64::max)
 }
 
+/// The earliest moment each of `applied`'s CopyImage calls could go out when all of them share
+/// one budget of `qps` calls a second that starts full (`qps` deep, as the operator's and the
+/// baseline's rate limiter do): taken in the order they were applied, the `k`-th (from 0) no
+/// earlier than the first application plus (k + 1 − qps) ÷ qps seconds, nor before its own.
+/// In the order of `applied`.
+pub fn budget_starts(
+    applied: &[chrono::DateTime<chrono::Utc>],
+    qps: f64,
+) -> Vec<chrono::DateTime<chrono::Utc>> {
+    let Some(first) = applied.iter().min().copied() else {
+        return Vec::new();
+    };
+    let mut order: Vec<usize> = (0..applied.len()).collect();
+    order.sort_by_key(|&i| applied[i]);
+    let mut starts = applied.to_vec();
+    for (rank, &index) in order.iter().enumerate() {
+        let wait_s = ((rank + 1) as f64 - qps).max(0.0) / qps;
+        let slot = first + chrono::TimeDelta::milliseconds((wait_s * 1000.0).round() as i64);
+        starts[index] = applied[index].max(slot);
+    }
+    starts
+}
+
 /// Seconds from `from` to `to`, with millisecond resolution.
 pub fn seconds_between(
     from: chrono::DateTime<chrono::Utc>,
@@ -136,6 +159,22 @@ pub fn seconds_between(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_budget_lets_a_full_bucket_through_then_one_call_per_share_of_a_second() {
+        let t0 = chrono::DateTime::parse_from_rfc3339("2026-12-04T10:00:00Z")
+            .expect("a valid time")
+            .to_utc();
+        let at = |ms: i64| t0 + chrono::TimeDelta::milliseconds(ms);
+        // Out of order on purpose: the budget goes by when each was applied.
+        let applied = [at(0), at(0), at(0), at(0), at(3000), at(0)];
+        let starts = budget_starts(&applied, 2.0);
+        // Ranks 0–1 go at once; rank 2 half a second later, rank 3 a second, rank 4 1.5 s;
+        // the one applied at 3 s (rank 5) waits for nothing.
+        let expected = [at(0), at(0), at(500), at(1000), at(3000), at(1500)];
+        assert_eq!(starts, expected);
+        assert!(budget_starts(&[], 10.0).is_empty());
+    }
 
     #[test]
     fn cpu_ticks_skip_a_command_name_with_spaces() {
