@@ -8,6 +8,12 @@
 //! none free. One arena for every thread keeps what is freed usable by all; the few threads
 //! contend little for it.
 //!
+//! glibc serves a large block (a page of a listing, a response body) from its own mapping, handed
+//! back to the system when freed, but only until the first such block is freed: from then on it
+//! raises that threshold to the freed block's size, up to 32 MiB, and serves every block below it
+//! from the heap. A burst of listings then leaves their bodies' pages in the heap. A fixed
+//! threshold keeps large blocks in mappings of their own for the life of the process.
+//!
 //! glibc gives memory back to the system on its own only from the top of the heap. A burst of
 //! work (thousands of objects decoded, listed and written at once) leaves free pages in the
 //! middle of it, behind objects that live on, and they stay resident until reused. The operator
@@ -15,13 +21,17 @@
 
 use std::time::Duration;
 
+/// Blocks of this size and larger get a mapping of their own: glibc's initial threshold, kept.
+const OWN_MAPPING_FROM_BYTES: i32 = 128 * 1024;
+
 /// Sets the allocator up. Call it before any other thread starts: glibc fixes its arena limit
 /// when a second arena is first wanted.
 pub fn configure() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: mallopt only sets an allocator parameter, and no other thread runs yet.
+    // SAFETY: mallopt only sets allocator parameters, and no other thread runs yet.
     unsafe {
         libc::mallopt(libc::M_ARENA_MAX, 1);
+        libc::mallopt(libc::M_MMAP_THRESHOLD, OWN_MAPPING_FROM_BYTES);
     }
 }
 
