@@ -24,6 +24,7 @@ use tracing::{debug, warn};
 use super::in_flight::ObjectKey;
 use super::listings::{Listing, RegionListings};
 use super::owned_images::ImageState;
+use super::uid::Uid;
 use super::wakes::Wakes;
 use crate::ecs::EcsClient;
 
@@ -55,7 +56,7 @@ struct Entry {
 struct Region {
     ecs: EcsClient,
     /// By object UID.
-    entries: HashMap<String, Entry>,
+    entries: HashMap<Uid, Entry>,
 }
 
 type Regions = Arc<Mutex<HashMap<Key, Arc<Mutex<Region>>>>>;
@@ -91,11 +92,12 @@ impl Drift {
         settled: Settled,
     ) {
         let key = (region.to_string(), signer.to_string());
+        let uid = Uid::new(uid);
         let mut regions = lock(&self.regions);
         // Its credentials may have changed account since it was last registered.
         for (other, slot) in regions.iter() {
             if *other != key {
-                lock(slot).entries.remove(uid);
+                lock(slot).entries.remove(&uid);
             }
         }
         // Inserted with the map still locked: a checker leaves only with both locked and its
@@ -123,7 +125,7 @@ impl Drift {
         slot.ecs = ecs.clone();
         let since = Timestamp::now();
         slot.entries.insert(
-            uid.to_string(),
+            uid,
             Entry {
                 object,
                 settled,
@@ -134,9 +136,10 @@ impl Drift {
 
     /// Stops checking the object, wherever it was checked.
     pub fn unwatch(&self, uid: &str) {
+        let uid = Uid::new(uid);
         let regions: Vec<_> = lock(&self.regions).values().cloned().collect();
         for region in regions {
-            lock(&region).entries.remove(uid);
+            lock(&region).entries.remove(&uid);
         }
     }
 
@@ -151,7 +154,7 @@ impl Drift {
 /// gone (the object then looks it up by id before it believes so), no longer Available, usable
 /// where the status says not or the other way round, or beside another image with the object's
 /// owner tag.
-pub fn drifted(listing: &Listing, uid: &str, settled: &Settled) -> bool {
+pub fn drifted(listing: &Listing, uid: &Uid, settled: &Settled) -> bool {
     let Some(image) = listing.image(&settled.image_id) else {
         return true;
     };
@@ -204,7 +207,7 @@ impl Checker {
     }
 
     /// Wakes the registered objects `woken` picks, and lets them go.
-    fn wake(&self, woken: impl Fn(&str, &Entry) -> bool) {
+    fn wake(&self, woken: impl Fn(&Uid, &Entry) -> bool) {
         let mut slot = lock(&self.slot);
         let before = slot.entries.len();
         slot.entries.retain(|uid, entry| {
@@ -270,36 +273,36 @@ mod tests {
             image("m-c", "uid-c", "Available"),
             image("m-c2", "uid-c", "Creating"),
         ]);
-        assert!(!drifted(&listed, "uid-a", &ready("m-a")));
+        assert!(!drifted(&listed, &Uid::new("uid-a"), &ready("m-a")));
         assert!(
-            drifted(&listed, "uid-b", &ready("m-b")),
+            drifted(&listed, &Uid::new("uid-b"), &ready("m-b")),
             "no longer Available"
         );
         assert!(
-            drifted(&listed, "uid-c", &ready("m-c")),
+            drifted(&listed, &Uid::new("uid-c"), &ready("m-c")),
             "another owned image"
         );
-        assert!(drifted(&listed, "uid-d", &ready("m-d")), "gone");
+        assert!(drifted(&listed, &Uid::new("uid-d"), &ready("m-d")), "gone");
         let not_usable = Settled {
             usable: false,
             ..ready("m-a")
         };
         assert!(
-            drifted(&listed, "uid-a", &not_usable),
+            drifted(&listed, &Uid::new("uid-a"), &not_usable),
             "usable again, the status still says not"
         );
         let mut unusable = image("m-u", "uid-u", "Available");
         unusable["Usable"] = json!(false);
         let unusable = listing(&[unusable]);
         assert!(
-            drifted(&unusable, "uid-u", &ready("m-u")),
+            drifted(&unusable, &Uid::new("uid-u"), &ready("m-u")),
             "no longer usable"
         );
         let shown_not_usable = Settled {
             usable: false,
             ..ready("m-u")
         };
-        assert!(!drifted(&unusable, "uid-u", &shown_not_usable));
+        assert!(!drifted(&unusable, &Uid::new("uid-u"), &shown_not_usable));
     }
 
     /// A local ECS answering DescribeImages with `images`; counts the requests.

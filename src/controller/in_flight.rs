@@ -421,7 +421,7 @@ pub fn next_look(
 /// it if they agree on an even rise, else the latest alone; `None` when it shows no rate.
 fn remaining(followed: &Followed, trail: &ProgressTrail, now: Timestamp) -> Option<Duration> {
     let elapsed = Duration::try_from(now.duration_since(followed.started)).unwrap_or_default();
-    match (&followed.state, percent(&followed.progress)) {
+    match (&followed.state, percent(followed.progress.as_deref())) {
         (ImageState::Creating, Some(0..=99)) if let Some(end) = trail.latest_end() => Some(
             Duration::try_from_secs_f64(end)
                 .map_or(Duration::ZERO, |end| end.saturating_sub(elapsed)),
@@ -681,7 +681,8 @@ impl Poller {
                 entry.since_created = true;
             }
             if let (Some(state_now), Some(image)) = (state_now, listed) {
-                if let (ImageState::Creating, Some(shown)) = (&state_now, percent(&image.progress))
+                if let (ImageState::Creating, Some(shown)) =
+                    (&state_now, percent(image.progress.as_deref()))
                 {
                     let after_start =
                         |at: Timestamp| at.duration_since(followed.started).as_secs_f64();
@@ -689,9 +690,10 @@ impl Poller {
                         .trail
                         .record(shown, after_start(listing.taken_at), after_start(answered));
                 }
-                let moved = percent(&image.progress) != percent(&followed.progress);
+                let moved =
+                    percent(image.progress.as_deref()) != percent(followed.progress.as_deref());
                 followed.state = state_now;
-                followed.progress = image.progress.clone();
+                followed.progress = image.progress.as_deref().map(str::to_string);
                 // Listings a poll interval apart land a little early or late: a tenth is slack.
                 let progress_due = entry
                     .progress_woken
@@ -731,8 +733,8 @@ impl Poller {
     }
 }
 
-fn percent(progress: &Option<String>) -> Option<u8> {
-    progress.as_deref().and_then(parse_percent)
+fn percent(progress: Option<&str>) -> Option<u8> {
+    progress.and_then(parse_percent)
 }
 
 /// Owned images of `region` in `statuses` made after `since`, newest first: pages until one

@@ -20,6 +20,7 @@ use futures::future::{BoxFuture, Shared};
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
 
 use super::owned_images::{ImageSnapshot, snapshot};
+use super::uid::Uid;
 use crate::api::OWNER_UID_TAG;
 use crate::ecs::{
     DescribeImagesRequest, DescribeTasksRequest, EcsClient, EcsError, Image, ImageStatus,
@@ -81,7 +82,7 @@ struct Record {
     /// `CreationTime`, when readable.
     created: Option<Timestamp>,
     /// The owner UID tag.
-    owner: Option<Box<str>>,
+    owner: Option<Uid>,
     /// How long after the listing's `taken_at` this image was read, in milliseconds: 0 but for
     /// news from a later, narrower listing (see [`Listing::with_news`]).
     read_after_ms: u32,
@@ -92,7 +93,7 @@ impl Record {
         Record {
             snapshot: snapshot(image),
             created: image.created(),
-            owner: image.tag(OWNER_UID_TAG).map(Box::from),
+            owner: image.tag(OWNER_UID_TAG).map(Uid::new),
             read_after_ms: 0,
         }
     }
@@ -219,8 +220,8 @@ impl Listing {
     }
 
     /// The listed images tagged with `uid` as their owner.
-    pub fn owned_by<'a>(&'a self, uid: &str) -> impl Iterator<Item = &'a ImageSnapshot> + 'a {
-        let owner = |i: &u32| self.records[*i as usize].owner.as_deref();
+    pub fn owned_by<'a>(&'a self, uid: &Uid) -> impl Iterator<Item = &'a ImageSnapshot> + 'a {
+        let owner = |i: &u32| self.records[*i as usize].owner.as_ref();
         let start = self.by_owner.partition_point(|i| owner(i) < Some(uid));
         let end = self.by_owner.partition_point(|i| owner(i) <= Some(uid));
         self.by_owner[start..end]
@@ -400,6 +401,8 @@ mod tests {
         (client, seen)
     }
 
+    const UID_A: &str = "6f1c2a8e-3b4d-4e5f-8a9b-0c1d2e3f4a5b";
+
     fn image(id: &str, owner: Option<&str>, status: &str) -> Image {
         let tags: Vec<serde_json::Value> = owner
             .map(|uid| serde_json::json!({"TagKey": OWNER_UID_TAG, "TagValue": uid}))
@@ -419,28 +422,34 @@ mod tests {
             None,
             vec![
                 image("m-3", Some("uid-b"), "Available"),
-                image("m-1", Some("uid-a"), "Creating"),
+                image("m-1", Some(UID_A), "Creating"),
                 image("m-2", None, "Available"),
-                image("m-4", Some("uid-a"), "Available"),
+                image("m-4", Some(UID_A), "Available"),
                 // Shifted onto the next page while it was read: the later answer counts.
-                image("m-1", Some("uid-a"), "Available"),
+                image("m-1", Some(UID_A), "Available"),
+                // The same UUID spelled otherwise is another tag value.
+                image("m-5", Some(&UID_A.to_uppercase()), "Available"),
             ],
         );
-        assert_eq!(listing.len(), 4);
+        assert_eq!(listing.len(), 5);
         let state = |id| listing.image(id).map(|i| i.state.clone());
         assert_eq!(state("m-1"), Some(ImageState::Available));
         assert_eq!(state("m-2"), Some(ImageState::Available));
-        assert_eq!(state("m-5"), None);
+        assert_eq!(state("m-6"), None);
         assert_eq!(
             listing.created("m-3"),
             Some("2026-01-01T00:00:00Z".parse().unwrap())
         );
-        let owned = |uid| -> Vec<String> {
-            let mut ids: Vec<String> = listing.owned_by(uid).map(|i| i.image_id.clone()).collect();
+        let owned = |uid: &str| -> Vec<String> {
+            let mut ids: Vec<String> = listing
+                .owned_by(&Uid::new(uid))
+                .map(|i| i.image_id.clone())
+                .collect();
             ids.sort();
             ids
         };
-        assert_eq!(owned("uid-a"), ["m-1", "m-4"]);
+        assert_eq!(owned(UID_A), ["m-1", "m-4"]);
+        assert_eq!(owned(&UID_A.to_uppercase()), ["m-5"]);
         assert_eq!(owned("uid-b"), ["m-3"]);
         assert!(owned("uid-c").is_empty());
         assert!(owned("").is_empty());

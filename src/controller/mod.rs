@@ -19,6 +19,7 @@ pub mod progress_budget;
 pub mod progress_trail;
 pub mod start_slots;
 pub mod task;
+pub mod uid;
 pub mod wakes;
 
 use std::collections::HashMap;

@@ -3,8 +3,8 @@
 
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
 
-use crate::api::OWNER_UID_TAG;
 use crate::api::image_copy::DeletionPolicy;
+use crate::api::{OWNER_UID_TAG, Word};
 use crate::controller::Error;
 use crate::controller::listings::followed_statuses;
 use crate::controller::task::{CloudTask, Notice, Pass};
@@ -15,8 +15,9 @@ use crate::ecs::{DescribeImagesRequest, EcsClient, EcsError, Image};
 pub struct ImageSnapshot {
     pub image_id: String,
     pub state: ImageState,
-    /// As ECS reports it, e.g. `45%`.
-    pub progress: Option<String>,
+    /// As ECS reports it, e.g. `45%`: one of a few words, kept once for the whole process
+    /// however many images of a listing show it.
+    pub progress: Option<Word>,
     /// `Usable` when ECS says; `None` when it does not.
     pub usable: Option<bool>,
 }
@@ -181,7 +182,7 @@ pub fn snapshot(image: &Image) -> ImageSnapshot {
     ImageSnapshot {
         image_id: image.image_id.clone(),
         state: ImageState::from_ecs(image.status.as_str()),
-        progress: image.progress.clone(),
+        progress: image.progress.as_deref().map(Word::new),
         usable: image.usable,
     }
 }

@@ -215,7 +215,7 @@ pub fn next_status(
             match &image.state {
                 ImageState::Waiting => {
                     status.phase = Some(CopyPhase::Queued);
-                    status.progress = Some(image.progress.clone().unwrap_or_else(|| "0%".into()));
+                    status.progress = Some(image.progress.as_deref().unwrap_or("0%").to_string());
                     if previous_phase != Some(CopyPhase::Queued) {
                         notices.push(Notice::normal(
                             "Queued",
@@ -247,7 +247,7 @@ pub fn next_status(
                     ];
                 }
                 ImageState::Creating => {
-                    let progress = image.progress.clone().unwrap_or_else(|| "0%".into());
+                    let progress = image.progress.as_deref().unwrap_or("0%").to_string();
                     status.phase = Some(CopyPhase::Copying);
                     if let Some(step) =
                         progress_step_crossed(previous.progress.as_deref(), &progress)
@@ -370,6 +370,7 @@ task_status!(ImageCopyStatus, CopyPhase {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::api::Word;
     use crate::controller::task::decide::{CommonPhase, client_token};
     use k8s_openapi::jiff::Timestamp;
 
@@ -381,7 +382,7 @@ mod tests {
         ImageSnapshot {
             image_id: "m-dest".into(),
             state,
-            progress: Some(progress.into()),
+            progress: Some(Word::new(progress)),
             usable: Some(true),
         }
     }

@@ -16,6 +16,7 @@ use super::drift::Settled;
 use super::in_flight::{Followed, listed_since};
 use super::owned_images::{self, ImageState, Lookup, describe_one, lookup_owned};
 use super::task::{CloudTask, Common, CommonPhase, Next, Notice, Pass, Released, is_refusal};
+use super::uid::Uid;
 use crate::api::image_copy::{CopyPhase, DeletionPolicy, ImageCopy, ImageCopyStatus};
 use crate::api::{OWNER_TAG, OWNER_UID_TAG};
 use crate::ecs::{CopyImageRequest, EcsError};
@@ -199,7 +200,7 @@ async fn observe(pass: &Pass<'_, ImageCopy>) -> Result<Observation, EcsError> {
             // shared region listing, which costs no call of this object's own.
             let listing = pass.owned_images().await?;
             return Ok(Observation::Lookup(
-                listing.owned_by(uid).cloned().collect(),
+                listing.owned_by(&Uid::new(uid)).cloned().collect(),
             ));
         }
         return Ok(Observation::Lookup(
@@ -208,7 +209,7 @@ async fn observe(pass: &Pass<'_, ImageCopy>) -> Result<Observation, EcsError> {
     };
     let listing = pass.owned_images().await?;
     let duplicates: Vec<ImageSnapshot> = listing
-        .owned_by(uid)
+        .owned_by(&Uid::new(uid))
         .filter(|image| image.image_id != *image_id)
         .cloned()
         .collect();

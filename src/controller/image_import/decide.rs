@@ -305,7 +305,8 @@ fn observed(
             status.phase = Some(ImportPhase::Importing);
             let progress = image
                 .progress
-                .clone()
+                .as_deref()
+                .map(str::to_string)
                 .or_else(|| task.and_then(|t| t.progress.clone()))
                 .or_else(|| previous.progress.clone())
                 .unwrap_or_else(|| "0%".into());
@@ -331,6 +332,7 @@ task_status!(ImageImportStatus, ImportPhase {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::api::Word;
     use crate::controller::conditions;
     use k8s_openapi::jiff::Timestamp;
 
@@ -342,7 +344,7 @@ mod tests {
         ImageSnapshot {
             image_id: "m-imported".into(),
             state,
-            progress: progress.map(Into::into),
+            progress: progress.map(Word::new),
             usable: None,
         }
     }

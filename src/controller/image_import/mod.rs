@@ -18,6 +18,7 @@ use super::task::decide::client_token;
 use super::task::{
     CloudTask, Common, CommonPhase, Next, Notice, Pass, Released, is_refusal, wire_name,
 };
+use super::uid::Uid;
 use crate::api::image_copy::DeletionPolicy;
 use crate::api::image_import::{ImageImport, ImageImportStatus, ImportPhase};
 use crate::api::{OWNER_TAG, OWNER_UID_TAG};
@@ -167,7 +168,7 @@ async fn observe(pass: &Pass<'_, ImageImport>) -> Result<Observation, Error> {
             // is long in the shared region listing.
             let listing = pass.owned_images().await?;
             return Ok(Observation::Lookup(
-                listing.owned_by(&pass.uid).cloned().collect(),
+                listing.owned_by(&Uid::new(&pass.uid)).cloned().collect(),
             ));
         }
         return Ok(Observation::Lookup(
@@ -176,7 +177,7 @@ async fn observe(pass: &Pass<'_, ImageImport>) -> Result<Observation, Error> {
     };
     let listing = pass.owned_images().await?;
     let duplicates: Vec<ImageSnapshot> = listing
-        .owned_by(&pass.uid)
+        .owned_by(&Uid::new(&pass.uid))
         .filter(|image| image.image_id != *image_id)
         .cloned()
         .collect();
