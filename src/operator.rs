@@ -426,7 +426,7 @@ async fn run_kind<K: CloudTask>(
     // Objects whose image in flight changed, as the region pollers find them; finished objects
     // whose image drifted, as the drift check finds them; objects whose turn to start came.
     let woken = futures::stream::select(ctx.in_flight.wakes(K::KIND), ctx.wakes.receiver(K::KIND))
-        .map(|object| ObjectRef::new(&object.name).within(&object.namespace));
+        .map(|object| ObjectRef::new(&object.name).within(object.namespace.as_str()));
     Controller::for_stream(changes, reader)
         .reconcile_on(woken)
         .with_config(ControllerConfig::default().concurrency(concurrency))

@@ -146,6 +146,13 @@ impl PartialEq for Word {
 
 impl Eq for Word {}
 
+// As the text, so that it agrees with `Eq` whether a word is shared or not.
+impl std::hash::Hash for Word {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.as_str().hash(state);
+    }
+}
+
 impl PartialEq<str> for Word {
     fn eq(&self, other: &str) -> bool {
         self.as_str() == other
@@ -235,6 +242,15 @@ mod tests {
         let second = Word::new(&long);
         assert_eq!(first, second);
         assert_ne!(stored_at(&first), stored_at(&second));
+    }
+
+    #[test]
+    fn a_shared_and_an_own_copy_of_one_word_are_one_key() {
+        const LONG: &str = "a-namespace-name-longer-than-any-word-the-process-shares-at-all-x";
+        let own = Word::new(LONG);
+        assert!(matches!(own.0, Stored::Own(_)));
+        let keys: std::collections::HashSet<Word> = [Word::from_static(LONG), own].into();
+        assert_eq!(keys.len(), 1);
     }
 
     #[test]

@@ -326,7 +326,7 @@ mod tests {
     fn key(name: &str) -> ObjectKey {
         ObjectKey {
             kind: "ImageCopy",
-            namespace: "ns".into(),
+            namespace: crate::api::Word::new("ns"),
             name: name.into(),
         }
     }

@@ -33,7 +33,7 @@ use super::owned_images::{ImageState, listed_after};
 use super::progress_budget::ProgressBudget;
 use super::progress_trail::ProgressTrail;
 use super::wakes::Wakes;
-use crate::api::OWNER_UID_TAG;
+use crate::api::{OWNER_UID_TAG, Word};
 use crate::ecs::{
     DescribeImagesRequest, EcsClient, EcsError, Image, ImageStatus, MAX_PAGE_SIZE, MAX_PAGES,
     parse_percent,
@@ -43,7 +43,8 @@ use crate::ecs::{
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct ObjectKey {
     pub kind: &'static str,
-    pub namespace: String,
+    /// Shared: most objects live in a few namespaces.
+    pub namespace: Word,
     pub name: String,
 }
 
@@ -949,7 +950,7 @@ mod tests {
     fn key(name: &str) -> ObjectKey {
         ObjectKey {
             kind: "ImageCopy",
-            namespace: "ns".into(),
+            namespace: crate::api::Word::new("ns"),
             name: name.into(),
         }
     }

@@ -31,7 +31,7 @@ use super::drift::Settled;
 use super::in_flight::{Followed, ObjectKey, listed_since};
 use super::listings::Listing;
 use super::{Context, Error};
-use crate::api::FINALIZER;
+use crate::api::{FINALIZER, Word};
 use crate::ecs::EcsError;
 pub use decide::{Common, CommonPhase, Notice, TaskStatus};
 
@@ -196,7 +196,7 @@ impl<K: CloudTask> Pass<'_, K> {
     pub fn object_key(&self) -> ObjectKey {
         ObjectKey {
             kind: K::KIND,
-            namespace: self.obj.namespace().unwrap_or_default(),
+            namespace: Word::new(&self.obj.namespace().unwrap_or_default()),
             name: self.obj.name_any(),
         }
     }
