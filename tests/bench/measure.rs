@@ -125,20 +125,25 @@ pub fn max(values: &[f64]) -> Option<f64> {
         .reduce(f64::max)
 }
 
-/// The earliest moment each of `applied`'s CopyImage calls could go out when all of them share
-/// one budget of `qps` calls a second that starts full (`qps` deep, as the operator's and the
-/// baseline's rate limiter do): taken in the order they were applied, the `k`-th (from 0) no
-/// earlier than the first application plus (k + 1 − qps) ÷ qps seconds, nor before its own.
-/// In the order of `applied`.
+/// The earliest moment each copy's CopyImage call could go out when all of them share one
+/// budget of `qps` calls a second that starts full (`qps` deep, as the operator's and the
+/// baseline's rate limiter do): the `k`-th copy to start (from 0, in the order of `started`) no
+/// earlier than the first application plus (k + 1 − qps) ÷ qps seconds, nor before its own
+/// application. Copies are given the budget's moments in the order they started, not in the
+/// order they were applied: objects applied together start in no particular order, and which
+/// of them waits longest is not the client's doing; how much later than the budget allowed
+/// each started still counts. `applied[i]` and `started[i]` are the same copy's; the result is
+/// in that order too.
 pub fn budget_starts(
     applied: &[chrono::DateTime<chrono::Utc>],
+    started: &[chrono::DateTime<chrono::Utc>],
     qps: f64,
 ) -> Vec<chrono::DateTime<chrono::Utc>> {
     let Some(first) = applied.iter().min().copied() else {
         return Vec::new();
     };
-    let mut order: Vec<usize> = (0..applied.len()).collect();
-    order.sort_by_key(|&i| applied[i]);
+    let mut order: Vec<usize> = (0..applied.len().min(started.len())).collect();
+    order.sort_by_key(|&i| started[i]);
     let mut starts = applied.to_vec();
     for (rank, &index) in order.iter().enumerate() {
         let wait_s = ((rank + 1) as f64 - qps).max(0.0) / qps;
@@ -166,14 +171,15 @@ mod tests {
             .expect("a valid time")
             .to_utc();
         let at = |ms: i64| t0 + chrono::TimeDelta::milliseconds(ms);
-        // Out of order on purpose: the budget goes by when each was applied.
         let applied = [at(0), at(0), at(0), at(0), at(3000), at(0)];
-        let starts = budget_starts(&applied, 2.0);
-        // Ranks 0–1 go at once; rank 2 half a second later, rank 3 a second, rank 4 1.5 s;
-        // the one applied at 3 s (rank 5) waits for nothing.
-        let expected = [at(0), at(0), at(500), at(1000), at(3000), at(1500)];
+        // The order they started in, not the order they were applied, gives out the moments.
+        let started = [at(1000), at(0), at(500), at(1500), at(3000), at(0)];
+        let starts = budget_starts(&applied, &started, 2.0);
+        // By start: #1 and #5 (ranks 0–1) at once; #2 half a second later, #0 a second, #3
+        // 1.5 s; #4, applied at 3 s, waits for nothing.
+        let expected = [at(1000), at(0), at(500), at(1500), at(3000), at(0)];
         assert_eq!(starts, expected);
-        assert!(budget_starts(&[], 10.0).is_empty());
+        assert!(budget_starts(&[], &[], 10.0).is_empty());
     }
 
     #[test]

@@ -49,12 +49,16 @@ impl Side {
     ) -> Side {
         let copies: Vec<_> = copies.collect();
         let applied: Vec<_> = copies.iter().map(|c| c.0).collect();
+        // Every copy runs `copy_seconds` from its CopyImage (the emulator's region queue is
+        // never used), so the order they became Available is the order they started.
+        let started: Vec<_> = copies.iter().map(|c| c.3.unwrap_or(c.1)).collect();
         let mut ratios = Vec::new();
         let mut ratios_after_budget = Vec::new();
         let mut lag_seen = Vec::new();
         let mut lag_transition = Vec::new();
-        for ((applied, seen, transition, available), budget_start) in
-            copies.into_iter().zip(budget_starts(&applied, qps))
+        for ((applied, seen, transition, available), budget_start) in copies
+            .into_iter()
+            .zip(budget_starts(&applied, &started, qps))
         {
             ratios.push(seconds_between(applied, seen) / copy_seconds);
             ratios_after_budget.push(seconds_between(budget_start, seen) / copy_seconds);
