@@ -7,8 +7,8 @@
 //! region as the operator's, so both sides start their copies at the same pace. Its polls keep
 //! their tick, as the performance issue defines the baseline (one DescribeImages per object in
 //! flight per tick): held to that budget too, 1,000 copies of 10 minutes in 4 regions (25 polls a
-//! second per region at a 10 s tick) were polled every 25 s or so instead, a third of the calls
-//! and up to 43 s late, which is neither Terraform's nor upjet's behaviour.
+//! second per region at a 10 s tick) were polled every 25 s or so instead: 26,626 polls instead
+//! of 60,000, and up to 43 s late, which is neither Terraform's nor upjet's behaviour.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
