@@ -527,6 +527,9 @@ async fn fifty_copies_to_one_region_share_the_region_listing() {
 
 /// A copy's end is looked for when its progress says it is due, not at the next poll tick:
 /// with a 12 s copy and a 5 s poll interval, fixed ticks (5, 10, 15 s) would notice it 3 s late.
+/// Seen about 0.1 s after the end on a quiet machine; the limit leaves room for one look that
+/// finds it not yet ended under load and the next, 1.5 s later (seen once at 1.55 s in a full
+/// `make test`), and still fails a fixed tick.
 #[tokio::test]
 async fn a_finished_copy_is_noticed_when_its_progress_says_it_ends() {
     let stage = Stage::start(
@@ -559,7 +562,7 @@ async fn a_finished_copy_is_noticed_when_its_progress_says_it_ends() {
     let lag = (seen_ready - available).as_seconds_f64();
     println!("Ready {lag:.3} s after the image became Available");
     assert!(
-        lag < 1.5,
+        lag < 2.5,
         "Ready {lag:.3} s after the image became Available"
     );
 }
