@@ -12,6 +12,8 @@ use std::hash::{Hash, Hasher};
 use kube::Resource;
 use kube::runtime::watcher::Event;
 
+use super::uid::Uid;
+
 /// What was last seen of each object: its UID and a hash of what a reconcile depends on.
 #[derive(Default)]
 pub struct NeedsWork {
@@ -22,7 +24,8 @@ pub struct NeedsWork {
 
 impl NeedsWork {
     /// The object of `event` if a reconcile should see it: new, or changed in what a reconcile
-    /// depends on. An object whose UID is not a UUID is always passed on.
+    /// depends on. An object whose UID is not a UUID as Kubernetes writes one is always passed
+    /// on.
     pub fn filter<K: Resource>(&mut self, event: Event<K>) -> Option<K> {
         match event {
             Event::Init => {
@@ -64,8 +67,10 @@ impl NeedsWork {
 }
 
 fn uid<K: Resource>(object: &K) -> Option<u128> {
-    let uid = object.meta().uid.as_deref()?;
-    uuid::Uuid::parse_str(uid).ok().map(|uid| uid.as_u128())
+    match Uid::new(object.meta().uid.as_deref()?) {
+        Uid::Uuid(bytes) => Some(u128::from_be_bytes(bytes)),
+        Uid::Text(_) => None,
+    }
 }
 
 /// What a reconcile depends on besides the cloud: the spec (generation), the finalizers, and
